@@ -1,0 +1,25 @@
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def requirements(name):
+    with open(os.path.join(HERE, name)) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.startswith(('#', '-r'))]
+
+
+setup(
+    name='ppdet-solov2',
+    version='0.1.0',
+    description='SOLOv2 instance segmentation on PaddlePaddle, driven by YAML configs',
+    packages=find_packages(include=['ppdet', 'ppdet.*']),
+    python_requires='>=3.9',
+    install_requires=requirements('requirements.txt'),
+    extras_require={
+        'dev': ['pytest>=7.4', 'hypothesis>=6.80'],
+        'export': ['paddle2onnx>=2.0', 'onnxruntime>=1.18'],
+        'tools': ['matplotlib>=3.7'],
+    },
+)
