@@ -10,7 +10,7 @@ import os
 import yaml
 
 from .errors import ConfigError
-from .workspace import REGISTRY, SERIALIZABLE, ComponentSpec, _check_keys, closest
+from .workspace import REGISTRY, SERIALIZABLE, ComponentSpec, check_section, closest
 
 __all__ = ['Config', 'load_config', 'merge_overrides', 'parse_overrides', 'current_config',
            'dump_config', 'RUNTIME_KEYS']
@@ -170,7 +170,7 @@ def validate(cfg):
             raise ConfigError(f'{cfg.source_of(key) or "config"}: unknown top-level key '
                               f'`{key}`{closest(key, known)}')
         if key in REGISTRY and isinstance(value, dict):
-            _check_keys(key, REGISTRY[key], value, cfg.source_of(key))
+            check_section(key, REGISTRY[key], value, cfg.source_of(key))
 
 
 def load_config(path):
@@ -227,7 +227,7 @@ def _check_override(cfg, path, value, option):
         cls = _schema_of(name, node)
         leaf = depth == len(path) - 1
         if cls is not None and part != 'name':
-            _check_keys(name, cls, {part: value} if leaf else {part: None}, '-o ' + option)
+            check_section(name, cls, {part: value} if leaf else {part: None}, '-o ' + option)
         elif not isinstance(node, dict) or part not in node:
             where = '.'.join(path[:depth])
             raise ConfigError(f'-o {option}: no key `{part}` under `{where}`'

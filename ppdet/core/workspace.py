@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 __all__ = ['register', 'serializable', 'create', 'instantiate', 'ComponentSpec',
-           'get_schema', 'REGISTRY', 'SERIALIZABLE', 'load_config', 'merge_config',
+           'get_schema', 'check_section', 'REGISTRY', 'SERIALIZABLE', 'load_config', 'merge_config',
            'closest']
 
 REGISTRY = {}
@@ -53,7 +53,7 @@ class ComponentSpec:
 
     def build(self):
         cls = SERIALIZABLE[self.name]
-        _check_keys(self.name, cls, self.kwargs, source=None)
+        check_section(self.name, cls, self.kwargs, source=None)
         return cls(**self.kwargs)
 
 
@@ -114,7 +114,7 @@ def _check_type(name, key, value, default, source):
         raise ConfigError(f'{_where(source)}`{name}.{key}` must be a number, got {value!r}')
 
 
-def _check_keys(name, cls, section, source):
+def check_section(name, cls, section, source):
     schema = get_schema(cls)
     if schema.open_kwargs:
         return
@@ -146,7 +146,7 @@ def create(name, cfg=None, **kwargs):
         return section          # an object placed in the config directly
     section = dict(section or {})
     source = cfg.source_of(name) if cfg is not None else None
-    _check_keys(name, cls, section, source)
+    check_section(name, cls, section, source)
     schema = get_schema(cls)
 
     args = dict(section)
