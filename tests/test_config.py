@@ -175,3 +175,20 @@ def test_script_prints_one_line_error_for_a_typo(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and 'warn' not in ln.lower()]
     assert lines[-1].startswith('error:') and 'did you mean `log_iter`' in lines[-1]
     assert 'Traceback' not in proc.stderr
+
+
+def test_cross_section_checks_run_on_load_and_override(tmp_path):
+    from ppdet.core.config import _CHECKS, config_check
+
+    @config_check
+    def epoch_positive(cfg):
+        if cfg.get('epoch', 1) <= 0:
+            raise ConfigError('epoch must be positive')
+    try:
+        with pytest.raises(ConfigError, match='positive'):
+            load_config(write(tmp_path, 'e.yml', 'epoch: 0\n'))
+        cfg = load_config(write(tmp_path, 'f.yml', 'epoch: 2\n'))
+        with pytest.raises(ConfigError, match='positive'):
+            merge_config(['epoch=-1'], cfg)
+    finally:
+        _CHECKS.remove(epoch_positive)

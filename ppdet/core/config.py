@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .workspace import REGISTRY, SERIALIZABLE, ComponentSpec, check_section, closest
 
 __all__ = ['Config', 'load_config', 'merge_overrides', 'parse_overrides', 'current_config',
-           'dump_config', 'RUNTIME_KEYS']
+           'dump_config', 'config_check', 'RUNTIME_KEYS']
 
 BASE_KEY = '_BASE_'
 
@@ -32,6 +32,16 @@ RUNTIME_KEYS = {
 }
 
 _current = None
+_CHECKS = []
+
+
+def config_check(fn):
+    """Register ``fn(cfg)``, run on every loaded or overridden config (raises ConfigError).
+
+    For rules that span sections, e.g. the head and the target generator agreeing on grids.
+    """
+    _CHECKS.append(fn)
+    return fn
 
 
 def current_config():
@@ -171,6 +181,8 @@ def validate(cfg):
                               f'`{key}`{closest(key, known)}')
         if key in REGISTRY and isinstance(value, dict):
             check_section(key, REGISTRY[key], value, cfg.source_of(key))
+    for check in _CHECKS:
+        check(cfg)
 
 
 def load_config(path):
