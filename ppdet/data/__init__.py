@@ -12,8 +12,6 @@ headers): it raises the first :class:`~ppdet.core.errors.DataError` unless the t
 """
 import logging
 
-import paddle
-
 from ppdet.core.errors import ConfigError, DataError
 from ppdet.core.workspace import REGISTRY, create
 
@@ -101,5 +99,5 @@ def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
         split_ranks = mode == 'train'
     seed = cfg.get('seed')
     return reader.loader(dataset, num_workers=num_workers, seed=0 if seed is None else int(seed),
-                         split_ranks=split_ranks and paddle.distributed.get_world_size() > 1,
+                         split_ranks=split_ranks,
                          skip_bad_samples=bool(cfg.get('skip_bad_samples', False)))

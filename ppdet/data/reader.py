@@ -18,6 +18,7 @@ from the SOLOv2 head's section (or the head class's defaults); giving both with 
 values fails at config load, naming both files.
 """
 import logging
+import traceback
 
 import numpy as np
 import paddle
@@ -28,7 +29,8 @@ from ppdet.core.workspace import REGISTRY, check_section, closest, get_schema, r
 
 from .transforms import build_transforms, parse_entry
 
-__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'BATCH_KEYS', 'head_grids']
+__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'EpochBatchSampler', 'BATCH_KEYS',
+           'head_grids']
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +121,13 @@ class _Positions(paddle.io.Dataset):
 class EpochBatchSampler:
     """Batches of ``(epoch, index)``: order drawn from ``(seed, epoch)``, split by rank."""
 
-    def __init__(self, num_samples, batch_size, shuffle, drop_last, seed, split_ranks=True):
+    def __init__(self, num_samples, batch_size, shuffle, drop_last, seed, num_replicas=None,
+                 rank=None):
+        """``num_replicas`` / ``rank``: None reads them from ``paddle.distributed``."""
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
-        kwargs = {} if split_ranks else {'num_replicas': 1, 'rank': 0}
         self._positions = paddle.io.DistributedBatchSampler(
-            _Positions(num_samples), batch_size, shuffle=False, drop_last=drop_last, **kwargs)
+            _Positions(num_samples), batch_size, num_replicas=num_replicas, rank=rank,
+            shuffle=False, drop_last=drop_last)
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):
@@ -145,6 +149,32 @@ class EpochBatchSampler:
 
 
 # -- per-sample and per-batch work (runs in the workers) ------------------------------------
+class _Failure:
+    """An error raised while loading, carried to the main process as a batch.
+
+    Paddle's DataLoader hangs when a dataset or collate function raises with 0 workers, so
+    errors travel as data: :class:`Loader` re-raises them where the batch is consumed.
+    """
+
+    KEY = 'data_error'
+
+    def __init__(self, error):
+        self.is_data_error = isinstance(error, DataError)
+        self.message = str(error) if self.is_data_error else ''.join(
+            traceback.format_exception(type(error), error, error.__traceback__))
+
+    def as_batch(self):
+        text = ('D' if self.is_data_error else 'E') + self.message
+        return {self.KEY: np.frombuffer(text.encode('utf-8'), np.uint8).copy()}
+
+    @classmethod
+    def error_of(cls, batch):
+        text = bytes(np.asarray(batch[cls.KEY]).astype(np.uint8)).decode('utf-8')
+        if text[0] == 'D':
+            return DataError(text[1:])
+        return RuntimeError(f'data loading failed in a worker:\n{text[1:]}')
+
+
 class _TransformedDataset(paddle.io.Dataset):
     """``dataset[(epoch, i)]``: sample ``i`` through the sample transforms, seeded."""
 
@@ -162,8 +192,7 @@ class _TransformedDataset(paddle.io.Dataset):
             sample = op(sample, rng)
         return sample
 
-    def __getitem__(self, key):
-        epoch, index = key
+    def _replaceable(self, epoch, index):
         for attempt in range(_MAX_REPLACEMENTS):
             try:
                 return self.transform(epoch, (index + attempt) % len(self.dataset))
@@ -174,6 +203,12 @@ class _TransformedDataset(paddle.io.Dataset):
         raise DataError(f'{_MAX_REPLACEMENTS} bad samples in a row from index {index}; '
                         f'check the dataset with tools/check_dataset.py')
 
+    def __getitem__(self, key):
+        try:
+            return self._replaceable(*key)
+        except Exception as err:     # noqa: BLE001  (re-raised by Loader in the main process)
+            return _Failure(err)
+
 
 class _Collate:
     """Batch transforms, then stack every batch key (per-level targets stay lists)."""
@@ -182,6 +217,15 @@ class _Collate:
         self.ops = ops
 
     def __call__(self, samples):
+        failure = next((s for s in samples if isinstance(s, _Failure)), None)
+        if failure is not None:
+            return failure.as_batch()
+        try:
+            return self._collate(samples)
+        except Exception as err:     # noqa: BLE001  (re-raised by Loader in the main process)
+            return _Failure(err).as_batch()
+
+    def _collate(self, samples):
         for op in self.ops:
             samples = op(samples)
         batch = {}
@@ -203,8 +247,9 @@ class Loader:
                  drop_last=False, num_workers=0, use_shared_memory=False, seed=0,
                  split_ranks=True, skip_bad_samples=False):
         self.dataset = dataset
+        ranks = {} if split_ranks else {'num_replicas': 1, 'rank': 0}
         self.batch_sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last,
-                                               seed, split_ranks)
+                                               seed, **ranks)
         self.samples = _TransformedDataset(dataset, sample_ops, seed, skip_bad_samples)
         self._loader = paddle.io.DataLoader(
             self.samples, batch_sampler=self.batch_sampler, collate_fn=_Collate(batch_ops),
@@ -217,7 +262,10 @@ class Loader:
         return len(self.batch_sampler)
 
     def __iter__(self):
-        return iter(self._loader)
+        for batch in self._loader:
+            if _Failure.KEY in batch:
+                raise _Failure.error_of(batch)
+            yield batch
 
 
 # -- the reader sections -------------------------------------------------------------------
