@@ -16,7 +16,8 @@ from ppdet.core.workspace import register
 from ..layers.conv_norm import ConvNormLayer
 from ..layers.coord_conv import add_coord_channels
 from ..layers.drop_block import DropBlock
-from ..layers.matrix_nms import MaskMatrixNMS, _take
+from ..layers.matrix_nms import MaskMatrixNMS
+from ..ops import batched_gather
 from ..losses.solov2_loss import SOLOv2Loss
 from ..post_process import bilinear_matrix, masks_to_boxes
 
@@ -173,53 +174,64 @@ class SOLOv2Head(nn.Layer):
         ``pre_nms_top_n`` best category scores are dropped before mask rescoring (the
         reference rescored all, then kept the best ``pre_nms_top_n``).
         """
+        labels, scores, soft, binary, valid = self._candidates(cate_logits, kernels, mask_feat)
+        index, det_scores, keep = self.mask_nms(binary, labels, scores, valid)
+
+        # Compact the fixed [B, post_nms_top_n] slots into the N kept detections.
+        kept = paddle.nonzero(keep.flatten()).flatten()
+        image_of = kept // keep.shape[1]
+        det_labels = paddle.gather(batched_gather(labels, index).flatten(), kept)
+        det_scores = paddle.gather(det_scores.flatten(), kept)
+        det_soft = paddle.gather(batched_gather(soft, index).flatten(0, 1), kept)
+        segm = self._paste(det_soft, image_of, paddle.shape(mask_feat)[2:], im_shape,
+                           scale_factor)
+        bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1),
+                              det_scores.unsqueeze(1), masks_to_boxes(segm)], axis=1)
+        return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
+                'cate_score': det_scores, 'bbox': bbox,
+                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32')}
+
+    def _candidates(self, cate_logits, kernels, mask_feat):
+        """The ``pre_nms_top_n`` best (cell, class) pairs of each image, their soft and binary
+        masks (flattened, stride 4), mask-rescored scores, and which of them are real: score
+        above ``score_threshold`` and mask area above the level's stride."""
         channels = mask_feat.shape[1]
+        num_cells = sum(grid * grid for grid in self.num_grids)
         scores = paddle.concat([self.category_scores(c).reshape([0, -1, self.num_classes])
                                 for c in cate_logits], axis=1)
         kernels = paddle.concat([k.transpose([0, 2, 3, 1]).reshape([0, -1, channels])
                                  for k in kernels], axis=1)
-        num_slots = min(self.mask_nms.pre_nms_top_n, scores.shape[1] * self.num_classes)
-        cand_scores, flat_index = paddle.topk(scores.reshape([0, -1]), num_slots, axis=1)
+        num_slots = min(self.mask_nms.pre_nms_top_n, num_cells * self.num_classes)
+        scores, flat_index = paddle.topk(scores.reshape([-1, num_cells * self.num_classes]),
+                                         num_slots, axis=1)
         cells = flat_index // self.num_classes
         labels = flat_index % self.num_classes
 
-        feat_hw = paddle.shape(mask_feat)[2:]
-        soft = F.sigmoid(paddle.bmm(_take(kernels, cells), mask_feat.reshape([0, channels, -1])))
+        mask_logits = paddle.bmm(batched_gather(kernels, cells),
+                                 mask_feat.reshape([0, channels, -1]))
+        soft = F.sigmoid(mask_logits)
         binary = (soft > self.mask_threshold).astype(soft.dtype)
         area = binary.sum(axis=2)
-        min_area = paddle.gather(self.cell_strides, cells.reshape([-1])).reshape([-1, num_slots])
-        valid = (cand_scores > self.score_threshold) & (area > min_area)
-        cand_scores = cand_scores * (soft * binary).sum(axis=2) / paddle.clip(area, min=1.)
-
-        index, det_scores, keep = self.mask_nms(binary, labels, cand_scores, valid)
-        kept = paddle.nonzero(keep.reshape([-1])).reshape([-1])
-        num_kept = keep.shape[1]
-        image_of = kept // num_kept
-        det_soft = paddle.gather(_take(soft, index).reshape([-1, feat_hw[0], feat_hw[1]]),
-                                 kept)
-        segm = self._paste(det_soft, image_of, feat_hw, im_shape, scale_factor)
-        det_labels = paddle.gather(_take(labels, index).reshape([-1]), kept)
-        det_scores = paddle.gather(det_scores.reshape([-1]), kept)
-        boxes = masks_to_boxes(segm)
-        bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1),
-                              det_scores.unsqueeze(1), boxes], axis=1)
-        return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
-                'cate_score': det_scores, 'bbox': bbox,
-                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32')}
+        min_area = paddle.gather(self.cell_strides, cells.flatten()).reshape([-1, num_slots])
+        valid = (scores > self.score_threshold) & (area > min_area)
+        scores = scores * (soft * binary).sum(axis=2) / paddle.clip(area, min=1.)
+        return labels, scores, soft, binary, valid
 
     def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
         """Soft masks at stride 4 -> binary masks at the original size, the reference's way:
         bilinear x4 to the padded input, crop to the resized image, bilinear to the original
         size, threshold. Both resizes are linear, so they are applied as one matrix per axis."""
         padded_hw = feat_hw * 4
+        crop_hw = paddle.floor(im_shape)
         orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
         out_hw = orig_hw.max(axis=0).astype('int32')
         rows = paddle.matmul(
-            bilinear_matrix(im_shape[:, 0], orig_hw[:, 0], padded_hw[0], out_hw[0]),
+            bilinear_matrix(crop_hw[:, 0], orig_hw[:, 0], padded_hw[0], out_hw[0]),
             bilinear_matrix(feat_hw[0:1], padded_hw[0:1], feat_hw[0], padded_hw[0]))
         cols = paddle.matmul(
-            bilinear_matrix(im_shape[:, 1], orig_hw[:, 1], padded_hw[1], out_hw[1]),
+            bilinear_matrix(crop_hw[:, 1], orig_hw[:, 1], padded_hw[1], out_hw[1]),
             bilinear_matrix(feat_hw[1:2], padded_hw[1:2], feat_hw[1], padded_hw[1]))
         rows, cols = paddle.gather(rows, image_of), paddle.gather(cols, image_of)
-        resized = paddle.bmm(paddle.bmm(rows, soft.astype('float32')), cols.transpose([0, 2, 1]))
+        soft = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
+        resized = paddle.bmm(paddle.bmm(rows, soft), cols.transpose([0, 2, 1]))
         return resized > self.mask_threshold

@@ -3,15 +3,9 @@ import paddle
 
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import register, serializable
+from ..ops import batched_gather
 
 __all__ = ['MaskMatrixNMS']
-
-
-def _take(x, index):
-    """``x[b, index[b, k]]`` for ``x`` of shape ``[B, K]`` or ``[B, K, ...]``."""
-    if x.ndim > 2:
-        index = index.reshape(index.shape + [1] * (x.ndim - 2))
-    return paddle.take_along_axis(x, index, axis=1, broadcast=x.ndim > 2)
 
 
 @register
@@ -65,8 +59,8 @@ class MaskMatrixNMS:
                                                                                'float32'))
         k = min(masks.shape[1], self.pre_nms_top_n)
         scores, order = paddle.topk(scores, k, axis=1)
-        masks = _take(masks, order)
-        labels = _take(labels, order)
+        masks = batched_gather(masks, order)
+        labels = batched_gather(labels, order)
         areas = masks.sum(axis=2)
 
         inter = paddle.bmm(masks, masks.transpose([0, 2, 1]))
@@ -79,4 +73,4 @@ class MaskMatrixNMS:
         decayed = paddle.where(keep, decayed, paddle.full_like(decayed, -1.))
         n = min(k, self.post_nms_top_n)
         top_scores, top = paddle.topk(decayed, n, axis=1)
-        return _take(order, top), top_scores, _take(keep.astype('int32'), top).astype('bool')
+        return batched_gather(order, top), top_scores, batched_gather(keep.astype('int32'), top).astype('bool')
