@@ -34,15 +34,10 @@ def model():
     return model
 
 
-_STATIC = {}
-
-
-def static_predict(model):
-    """One compiled program for every input size (dynamic spatial dimensions)."""
-    if 'predict' not in _STATIC:
-        _STATIC['predict'] = paddle.jit.to_static(model.predict, input_spec=INPUT_SPEC,
-                                                  full_graph=True)
-    return _STATIC['predict']
+@pytest.fixture(scope='module')
+def compiled(model):
+    """One static program for every input size (dynamic spatial dimensions)."""
+    return paddle.jit.to_static(model.predict, input_spec=INPUT_SPEC, full_graph=True)
 
 
 def inputs(height=128, width=160):
@@ -53,18 +48,17 @@ def inputs(height=128, width=160):
 
 
 @pytest.mark.parametrize('size', [(128, 160), (96, 192)])
-def test_static_graph_matches_eager(model, size):
+def test_static_graph_matches_eager(model, compiled, size):
     args = inputs(*size)
     with paddle.no_grad():
         eager = model.predict(*args)
-        compiled = static_predict(model)(*args)
+        static = compiled(*args)
     assert int(eager['bbox_num'].sum()) > 0
-    assert sorted(compiled) == sorted(eager) == ['bbox', 'bbox_num', 'cate_label',
-                                                 'cate_score', 'segm']
+    assert sorted(static) == sorted(eager) == ['bbox', 'bbox_num', 'cate_label', 'cate_score',
+                                               'segm']
     for key, value in eager.items():
-        assert compiled[key].dtype == value.dtype, key
-        np.testing.assert_allclose(compiled[key].numpy(), value.numpy(), atol=1e-5,
-                                   err_msg=key)
+        assert static[key].dtype == value.dtype, key
+        np.testing.assert_allclose(static[key].numpy(), value.numpy(), atol=1e-5, err_msg=key)
 
 
 def test_batch_is_decoded_image_by_image_at_each_original_size(model):
