@@ -202,7 +202,8 @@ def test_empty_file(tmp_path):
 
 
 @pytest.mark.parametrize('content', [b'architecture: SOLOv2\n', b'PK\x03\x04zip archive',
-                                     b'\x00\x00\x00\x00\x01\x00', b'\x80\x09future protocol.'])
+                                     b'\x00\x00\x00\x00\x01\x00', b'(dp0\n.',
+                                     b'\x80\x05protocol 5.', b'\x80\x09future protocol.'])
 def test_files_that_are_not_pickles(tmp_path, content):
     path = tmp_path / 'foreign.pdparams'
     path.write_bytes(content)

@@ -29,6 +29,8 @@ __all__ = ['load_file', 'save_file', 'TEMP_SUFFIX']
 _NAME_TABLE = 'StructuredToParameterName@@'
 _SPLIT_TABLE = 'UnpackBigParamInfor@@'
 
+_PADDLE_PROTOCOLS = (2, 3, 4)
+
 # Temporary files are hidden and end in TEMP_SUFFIX, so no listing of checkpoints sees them.
 TEMP_SUFFIX = '.tmp'
 
@@ -156,9 +158,9 @@ def _check_is_complete_pickle(path, f):
     head = f.read(2)
     if not head:
         raise WeightsError(f'{path}: the file is empty')
-    if head[:1] != pickle.PROTO or (len(head) == 2 and not 2 <= head[1] <= pickle.HIGHEST_PROTOCOL):
-        raise WeightsError(f'{path}: not a paddle weights file (paddle.save writes pickles; '
-                           f'this file starts with {head!r})')
+    if head[:1] != pickle.PROTO or (len(head) == 2 and head[1] not in _PADDLE_PROTOCOLS):
+        raise WeightsError(f'{path}: not a paddle weights file (paddle.save writes pickles of '
+                           f'protocol 2 to 4; this file starts with {head!r})')
     f.seek(-1, os.SEEK_END)
     if len(head) < 2 or f.read(1) != pickle.STOP:
         raise WeightsError(f'{path}: the file is truncated (its data stops before the end; '
