@@ -32,9 +32,9 @@ WRITER = textwrap.dedent(f"""
     while True:
         print('start', version, flush=True)
         values = np.arange({SIZE}, dtype=np.float32) + version
+        optimizer = {{'velocity': values * 2, 'LR_Scheduler': {{'last_epoch': version}}}}
         save_file({{'version': version, 'weights': paddle.to_tensor(values),
-                   'optimizer': {{'velocity': values * 2, 'LR_Scheduler': {{'last_epoch': version}}}}}},
-                  path)
+                   'optimizer': optimizer}}, path)
         print('done', version, flush=True)
         version += 1
 """)
