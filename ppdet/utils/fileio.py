@@ -3,6 +3,7 @@
 Every load of a ``.pdparams`` / ``.pdopt`` file in the toolkit goes through :func:`load_file`,
 every write through :func:`save_file` (temporary file in the same folder, fsync, rename).
 """
+import io
 import os
 import tempfile
 
@@ -32,8 +33,10 @@ def save_file(obj, path):
     except OSError as e:
         raise CheckpointError(f'{path}: cannot write here ({e.strerror})') from e
     try:
+        buffer = io.BytesIO()  # paddle.save takes a path or a BytesIO, not an open file
+        paddle.save(obj, buffer)
         with os.fdopen(fd, 'wb') as f:
-            paddle.save(obj, f)
+            f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
