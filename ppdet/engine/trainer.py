@@ -1,4 +1,5 @@
 """The Trainer: builds everything a config describes and runs training, evaluation, inference."""
+import json
 import logging
 import math
 import os
@@ -10,9 +11,10 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppdet.core.errors import CheckpointError, ConfigError, TrainingError
+from ppdet.core.errors import (CheckpointError, ConfigError, DataError, TrainingError,
+                               WeightsError)
 from ppdet.core.workspace import create
-from ppdet.metrics import COCOMetric
+from ppdet.metrics import COCOMetric, load_categories
 from ppdet.optimizer import ModelEMA
 from ppdet.utils.checkpoint import assign_state, load_checkpoint, load_weights, save_checkpoint
 
@@ -136,6 +138,9 @@ class Trainer:
 
     # ---- weights --------------------------------------------------------------------------
     def load_weights(self, path, strict=True, what='weights'):
+        if not path:
+            raise WeightsError(f'{self.cfg["filename"]}: no weights to load; pass -w PATH or '
+                               f'-o {what}=PATH')
         report = load_weights(self.model, path, strict=strict, what=what)
         logger.info(str(report))
         return report
@@ -337,3 +342,101 @@ class Trainer:
         results = metric.accumulate(write=self.rank == 0)
         self.model.train()
         return results
+
+    # ---- inference ------------------------------------------------------------------------
+    @paddle.no_grad()
+    def predict(self, images, output_dir='output', draw_threshold=0.5, save_results=False,
+                visualize=True):
+        """Run the model on image files; write drawings and, optionally, ``segm.json``."""
+        from tqdm import tqdm
+        from ppdet.metrics import split_outputs, to_records
+        from ppdet.utils.visualizer import draw_detections
+        names = category_names(self.cfg)
+        clsid2catid = {i: i for i in range(len(names))}
+        catids = result_category_ids(self.cfg)
+        if catids:
+            clsid2catid = dict(enumerate(catids))
+        loader = self.build_loader(self.cfg, 'test', images=images)
+        _prepare_output(output_dir)
+        self.model.eval()
+        records = {'segm': [], 'bbox': []}
+        kept = dropped = 0
+        for batch in tqdm(loader, desc='infer', disable=self.rank != 0):
+            with self._autocast():
+                outputs = self.model(batch)
+            for det in split_outputs(batch, outputs):
+                path = images[det.im_id]
+                if save_results:
+                    for iou_type, recs in to_records(det, clsid2catid).items():
+                        records[iou_type].extend(recs)
+                shown = det.above(draw_threshold)
+                kept, dropped = kept + len(shown), dropped + len(det) - len(shown)
+                if visualize:
+                    _draw(path, det, names, draw_threshold, output_dir, draw_detections)
+        logger.info(f'{len(images)} images: {kept} instances drawn, {dropped} below '
+                    f'draw_threshold {draw_threshold}')
+        if visualize:
+            logger.info(f'visualisations written to {output_dir}/')
+        if save_results:
+            for iou_type, recs in records.items():
+                path = os.path.join(output_dir, f'{iou_type}.json')
+                with open(path, 'w', encoding='utf-8') as f:
+                    json.dump(recs, f)
+            logger.info(f'results written to {output_dir}/segm.json and bbox.json '
+                        f'(image_id = index in the sorted image list)')
+        return records
+
+
+def _prepare_output(output_dir):
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f'{output_dir}: cannot create the output folder ({e.strerror})') from e
+    if not os.access(output_dir, os.W_OK):
+        raise ConfigError(f'{output_dir}: the output folder is not writable')
+
+
+def _draw(path, det, names, threshold, output_dir, draw_detections):
+    import cv2
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f'{path}: cannot read the image')
+    drawn = draw_detections(image[:, :, ::-1], det, names, threshold)
+    cv2.imwrite(os.path.join(output_dir, os.path.basename(path)), drawn[:, :, ::-1])
+
+
+def _test_anno_file(cfg):
+    section = cfg.get('TestDataset') or {}
+    if not section.get('anno_path'):
+        return None
+    path = os.path.join(section.get('dataset_dir', ''), section['anno_path'])
+    return path if os.path.isfile(path) else None
+
+
+def result_category_ids(cfg):
+    anno = _test_anno_file(cfg)
+    return list(load_categories(anno)[0].values()) if anno else None
+
+
+def category_names(cfg):
+    """Class names for drawings: the TestDataset's categories, COCO names, or class ids."""
+    anno = _test_anno_file(cfg)
+    if anno:
+        return load_categories(anno)[1]
+    num_classes = cfg.get('num_classes', 80)
+    if num_classes == len(COCO_NAMES):
+        return list(COCO_NAMES)
+    return [f'class{i}' for i in range(num_classes)]
+
+
+COCO_NAMES = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
+    'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich',
+    'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch',
+    'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote',
+    'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
+    'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
