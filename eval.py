@@ -32,7 +32,6 @@ def main(argv):
                              bool(cfg.get('classwise')))
     from ppdet.engine import Trainer
     trainer = Trainer(cfg, mode='eval')
-    setup_logger(trainer.rank)
     trainer.load_weights(cfg.get('weights'))
     return trainer.evaluate(output_eval=args.output_eval, classwise=bool(cfg.get('classwise')))
 

@@ -63,9 +63,7 @@ def main(argv):
                                  'draw_threshold': args.draw_threshold})
     images = collect_images(args.infer_img, args.infer_dir)
     from ppdet.engine import Trainer
-    from ppdet.utils.logger import setup_logger
     trainer = Trainer(cfg, mode='test')
-    setup_logger(trainer.rank)
     trainer.load_weights(cfg.get('weights'))
     trainer.predict(images, output_dir=args.output_dir,
                     draw_threshold=float(cfg.get('draw_threshold', 0.5)),

@@ -22,9 +22,7 @@ def main(argv):
     cfg = load_cli_config(args, {'eval': args.eval, 'amp': args.amp, 'amp_level': args.amp_level,
                                  'use_vdl': args.use_vdl, 'vdl_log_dir': args.vdl_log_dir})
     from ppdet.engine import Trainer
-    from ppdet.utils.logger import setup_logger
     trainer = Trainer(cfg, mode='train')
-    setup_logger(trainer.rank)
     if args.resume:
         trainer.resume(args.resume)
     elif cfg.get('pretrain_weights'):

@@ -5,7 +5,6 @@ import math
 import os
 import random
 import time
-import warnings
 
 import numpy as np
 import paddle
@@ -16,6 +15,7 @@ from ppdet.core.errors import (CheckpointError, ConfigError, DataError, Training
 from ppdet.core.workspace import create
 from ppdet.metrics import COCOMetric, load_categories
 from ppdet.optimizer import ModelEMA
+from ppdet.utils.logger import setup_logger
 from ppdet.utils.checkpoint import assign_state, load_checkpoint, load_weights, save_checkpoint
 
 from . import callbacks as cb
@@ -69,6 +69,7 @@ class Trainer:
         self.cfg, self.mode = cfg, mode
         self.device = select_device(cfg.get('use_gpu', False))
         self.rank, self.world_size = init_distributed()
+        setup_logger(self.rank)
         self.seed = cfg.get('seed')
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(2 ** 31)
@@ -99,7 +100,8 @@ class Trainer:
         if not self.cfg.get('amp'):
             return None
         if self.device == 'cpu':
-            warnings.warn('--amp has no effect on the CPU; training in float32')
+            logger.warning('--amp has no effect on the CPU (paddle runs float32 there); '
+                           'training in float32')
             return None
         level = self.cfg.get('amp_level', 'O1')
         if level not in ('O1', 'O2'):
@@ -293,8 +295,9 @@ class Trainer:
         loss = outputs['loss']
         if self.amp is not None:
             scaler = self._scaler()
-            scaler.scale(loss).backward()
-            scaler.minimize(self.optimizer, scaler.scale(loss))
+            scaled = scaler.scale(loss)
+            scaled.backward()
+            scaler.minimize(self.optimizer, scaled)
         else:
             loss.backward()
             self.optimizer.step()
