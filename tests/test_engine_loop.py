@@ -33,23 +33,24 @@ class TinyModel(paddle.nn.Layer):
 
 
 class TinyLoader:
-    """Eight batches per epoch in an order fixed by the epoch; noise from the global RNG."""
+    """Eight batches per epoch in an order fixed by the epoch (from ``start_batch`` on);
+    the noise comes from the global RNG."""
 
     def __init__(self):
         rng = np.random.RandomState(0)
         self.x = rng.randn(32, 4).astype('float32')
         self.y = (self.x @ np.array([[1.], [-2.], [0.5], [3.]], 'float32') + 1).astype('float32')
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start = epoch, start_batch
 
     def __len__(self):
         return 8
 
     def __iter__(self):
         order = np.random.RandomState(self.epoch).permutation(32)
-        for i in range(8):
+        for i in range(self.start, 8):
             idx = order[i * 4:(i + 1) * 4]
             noise = np.random.randn(4, 1).astype('float32') * 0.01
             yield {'x': paddle.to_tensor(self.x[idx]), 'y': paddle.to_tensor(self.y[idx] + noise)}

@@ -228,15 +228,11 @@ class Trainer:
         step, timer = self.global_step, Timer()
         for epoch in range(self.start_epoch, epochs):
             seed_everything(epoch_seed(self.seed, epoch))
-            if hasattr(self.loader, 'set_epoch'):
-                self.loader.set_epoch(epoch)
-            model.train()
             skip = self.start_iter if epoch == self.start_epoch else 0
+            self.loader.set_epoch(epoch, skip)     # the epoch's order, from batch `skip` on
+            model.train()
             tic = time.perf_counter()
-            for it, batch in enumerate(self.loader):
-                if it < skip:
-                    tic = time.perf_counter()
-                    continue
+            for it, batch in enumerate(self.loader, start=skip):
                 data_time = time.perf_counter() - tic
                 lr = self.optimizer.get_lr()
                 losses = self._train_step(model, batch, epoch, it, nan_policy)

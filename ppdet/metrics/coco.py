@@ -208,7 +208,13 @@ class COCOMetric:
             return self.records
         parts = []
         dist.all_gather_object(parts, self.records)
-        return {t: [r for part in parts for r in part[t]] for t in self.records}
+        # a rank-split sampler pads with repeated images: keep each image from one rank only
+        owner = {}
+        for rank, part in enumerate(parts):
+            for record in part['segm'] + part['bbox']:
+                owner.setdefault(record['image_id'], rank)
+        return {t: [r for rank, part in enumerate(parts) for r in part[t]
+                    if owner[r['image_id']] == rank] for t in self.records}
 
     def accumulate(self, write=True):
         """Gather, write ``segm.json``/``bbox.json`` (with ``output_eval``), evaluate."""
