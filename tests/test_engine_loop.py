@@ -33,8 +33,7 @@ class TinyModel(paddle.nn.Layer):
 
 
 class TinyLoader:
-    """Eight batches per epoch in an order fixed by the epoch (from ``start_batch`` on);
-    the noise comes from the global RNG."""
+    """Eight batches per epoch, order and noise fixed by (epoch, batch), from ``start_batch`` on."""
 
     def __init__(self):
         rng = np.random.RandomState(0)
@@ -52,7 +51,7 @@ class TinyLoader:
         order = np.random.RandomState(self.epoch).permutation(32)
         for i in range(self.start, 8):
             idx = order[i * 4:(i + 1) * 4]
-            noise = np.random.randn(4, 1).astype('float32') * 0.01
+            noise = np.random.RandomState([self.epoch, i]).randn(4, 1).astype('float32') * 0.01
             yield {'x': paddle.to_tensor(self.x[idx]), 'y': paddle.to_tensor(self.y[idx] + noise)}
 
 
