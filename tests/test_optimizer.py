@@ -48,7 +48,8 @@ def test_yaml_tags_build_the_schedule():
     lr = create('LearningRate', cfg)
     assert isinstance(lr.decay, PiecewiseDecay) and lr.decay.milestones == [8, 11]
     assert isinstance(lr.warmup, LinearWarmup) and lr.warmup.steps == 1000
-    assert lr(10).value_at(10 * 11) == pytest.approx(0.01 * 110 / 1000)   
+    assert lr(10).value_at(10 * 11) == pytest.approx(0.01 * 110 / 1000)   # warmup wins
+    assert lr(100).value_at(100 * 11) == pytest.approx(0.0001)
 
 
 def test_bad_milestones_are_refused():
