@@ -54,9 +54,11 @@ def eval_anno_file(cfg):
     return os.path.join(section.get('dataset_dir', ''), section['anno_path'])
 
 
-def _default_loader(cfg, mode):
-    from ppdet.data import build_loader
-    return build_loader(cfg, mode)
+def _default_loader(cfg, mode, images=None):
+    """Train data split across ranks; evaluation split too (the metric gathers the records)."""
+    from ppdet.data import build_dataset, build_loader
+    dataset = build_dataset(cfg, mode, images=images)
+    return build_loader(cfg, mode, dataset, split_ranks=mode in ('train', 'eval'))
 
 
 class Trainer:
@@ -332,9 +334,7 @@ class Trainer:
         metric = COCOMetric(eval_anno_file(self.cfg), classwise=classwise, output_eval=output_eval)
         self.model.eval()
         batches = tqdm(loader, desc='eval', disable=self.rank != 0, leave=False)
-        for i, batch in enumerate(batches):
-            if i % self.world_size != self.rank:
-                continue
+        for batch in batches:
             with self._autocast():
                 outputs = self.model(batch)
             metric.update(batch, outputs)
