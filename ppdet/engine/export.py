@@ -166,10 +166,44 @@ def export_onnx(output_dir, opset=16):
         raise ConfigError('ONNX export needs paddle2onnx: pip install "ppdet-solov2[export]" '
                           '(or -r requirements-export.txt)') from None
     path = os.path.join(output_dir, ONNX_FILE)
-    paddle2onnx.export(os.path.join(output_dir, MODEL_FILE),
-                       os.path.join(output_dir, PARAMS_FILE), path,
+    program = os.path.join(output_dir, MODEL_FILE)
+    paddle2onnx.export(program, os.path.join(output_dir, PARAMS_FILE), path,
                        opset_version=opset, enable_onnx_checker=True, verbose=False)
+    _restore_group_norm_epsilons(path, program)
     return path
+
+
+def _ops_named(node, name, found):
+    """The operations ``name`` of a PIR program in its JSON form, in program order."""
+    if isinstance(node, dict):
+        if node.get('#') == name:
+            found.append(node)
+        for value in node.values():
+            _ops_named(value, name, found)
+    elif isinstance(node, list):
+        for value in node:
+            _ops_named(value, name, found)
+    return found
+
+
+def _restore_group_norm_epsilons(onnx_path, program_path):
+    """paddle2onnx 2.1 reads the (double) epsilon of paddle 3.3 group_norm operators as
+    garbage; it lowers each to an InstanceNormalization, in program order. Write back the
+    program's values."""
+    import onnx
+    with open(program_path) as f:
+        group_norms = _ops_named(json.load(f), '1.group_norm', [])
+    epsilons = [next(a['AT']['D'] for a in op['A'] if a['N'] == 'epsilon')
+                for op in group_norms]
+    model = onnx.load(onnx_path)
+    nodes = [n for n in model.graph.node if n.op_type == 'InstanceNormalization']
+    if len(nodes) != len(epsilons):
+        raise RuntimeError(f'{onnx_path}: {len(nodes)} InstanceNormalization nodes for '
+                           f'{len(epsilons)} group_norm operators; cannot restore epsilons')
+    for node, epsilon in zip(nodes, epsilons):
+        del node.attribute[:]
+        node.attribute.append(onnx.helper.make_attribute('epsilon', float(epsilon)))
+    onnx.save(model, onnx_path)
 
 
 def _preprocess_ops(cfg):
