@@ -2,7 +2,7 @@
 
 Four classes of filled shapes, each with its own outline and colour family (red discs, green
 squares, blue triangles, yellow stars), 2-6 per image over textured backgrounds, with sizes
-spread over the quick-start scale ranges (box side about 12 to 160 px on 256-px images).
+spread over the quick-start scale ranges (shape side about 12 to 210 px on 256-px images).
 Shapes overlap; every annotation describes the visible part only (polygons traced from the
 visible mask, no instance hidden by more than half, no holes).  About one image in six holds a
 crowd region: a cluster of tiny shapes annotated as one ``iscrowd`` RLE.
@@ -128,7 +128,7 @@ def _draw_shapes(rng, size, count):
     for _ in range(count):
         for _attempt in range(20):
             category = int(rng.integers(len(CATEGORIES)))
-            side = float(np.exp(rng.uniform(np.log(12), np.log(160))))
+            side = float(np.exp(rng.uniform(np.log(12), np.log(210))))
             centre = rng.uniform(side * 0.3, size - side * 0.3, 2)
             polygon = _outline(category, side, rng.uniform(0, 2 * np.pi)) + centre
             shape = _Shape(category, _fill(polygon, (size, size)), _colour(rng, category))
