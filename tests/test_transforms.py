@@ -244,3 +244,14 @@ def test_reference_entries_build_every_transform():
         {'Gt2Solov2Target': {'num_grids': [40, 36, 24, 16, 12], 'coord_sigma': 0.2}}], 'test')
     assert [type(op).__name__ for op in ops][-2:] == ['PadBatch', 'Gt2Solov2Target']
     assert ops[-1].num_grids == [40, 36, 24, 16, 12] and ops[-1].sampling_ratio == 4.0
+
+
+@pytest.mark.parametrize('dtype, integer', [(np.uint8, True), (np.float32, True),
+                                            (np.float32, False)])
+def test_normalize_lookup_path_equals_exact_arithmetic(dtype, integer):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (17, 23, 3))
+    image = (np.round(image) if integer else image).astype(dtype)
+    op = NormalizeImage()
+    fast = op({'image': image})['image']
+    assert fast.dtype == np.float32 and np.array_equal(fast, op._exact(image))
