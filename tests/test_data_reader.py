@@ -237,3 +237,15 @@ def test_errors_in_loading_reach_the_caller_instead_of_hanging(workers):
         next(iter(loader))
     ok = Loader(_ListDataset(4), [], [], batch_size=2, num_workers=workers)
     assert [b['im_id'].numpy().ravel().tolist() for b in ok] == [[0, 1], [2, 3]]
+
+
+def test_shared_memory_workers_keep_empty_levels_zero_length(shapes_dir):
+    cfg = train_config(shapes_dir)
+    cfg['TrainReader']['use_shared_memory'] = True
+    dataset = build_dataset(cfg, 'train')
+    shared = epoch_batches(build_loader(cfg, 'train', dataset, num_workers=2), 0)
+    serial = epoch_batches(build_loader(cfg, 'train', dataset, num_workers=0), 0)
+    assert same_batches(shared, serial)
+    empty = [rows.shape for b in shared for rows in b['ins_label'] if rows.shape[1] == 0]
+    assert empty and all(len(shape) == 4 for shape in empty)       # [B, 0, Hm, Wm]
+    assert all('empty_levels' not in b for b in shared)

@@ -237,7 +237,31 @@ class _Collate:
                 batch[key] = [np.stack(level) for level in zip(*values)]
             else:
                 batch[key] = np.stack([np.asarray(v) for v in values])
-        return batch
+        return _carry_empty_levels(batch)
+
+
+# Paddle cannot move a zero-size array through shared memory, so a level without any positive
+# in the batch travels as one zero row and is cut back to zero rows by ``Loader``.
+_EMPTY_LEVELS = 'empty_levels'
+
+
+def _carry_empty_levels(batch):
+    empty = [l for l, rows in enumerate(batch.get('ins_label', [])) if rows.shape[1] == 0]
+    for l in empty:
+        rows = batch['ins_label'][l]
+        batch['ins_label'][l] = np.zeros(rows.shape[:1] + (1,) + rows.shape[2:], rows.dtype)
+        batch['grid_order'][l] = np.zeros((rows.shape[0], 1), np.int32)
+    if empty:
+        batch[_EMPTY_LEVELS] = np.array(empty, np.int64)
+    return batch
+
+
+def _restore_empty_levels(batch):
+    if _EMPTY_LEVELS in batch:
+        for l in batch.pop(_EMPTY_LEVELS).numpy().tolist():
+            batch['ins_label'][l] = batch['ins_label'][l][:, :0]
+            batch['grid_order'][l] = batch['grid_order'][l][:, :0]
+    return batch
 
 
 class Loader:
@@ -265,7 +289,7 @@ class Loader:
         for batch in self._loader:
             if _Failure.KEY in batch:
                 raise _Failure.error_of(batch)
-            yield batch
+            yield _restore_empty_levels(batch)
 
 
 # -- the reader sections -------------------------------------------------------------------
