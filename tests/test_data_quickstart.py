@@ -93,3 +93,10 @@ def test_quickstart_dataset_generates_itself_when_missing(tmp_path, monkeypatch)
     build_dataset(Config({'TrainDataset': section}), 'train')
     assert len(calls) == 1                                   # generated once
     assert [p for p in os.listdir(tmp_path) if p.startswith('.quickstart')] == []
+    anno = tmp_path / 'qs' / 'annotations' / 'instances_train.json'
+    coco = json.load(open(anno))
+    coco['info']['version'] = quickstart.GENERATOR_VERSION - 1
+    anno.write_text(json.dumps(coco))
+    build_dataset(Config({'TrainDataset': section}), 'train')
+    assert len(calls) == 2                                   # an older copy is replaced
+    assert json.load(open(anno))['info']['version'] == quickstart.GENERATOR_VERSION

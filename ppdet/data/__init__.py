@@ -30,7 +30,7 @@ _SECTIONS = {'train': ('TrainDataset', 'TrainReader'), 'eval': ('EvalDataset', '
              'test': ('TestDataset', 'TestReader')}
 
 
-def _sections(cfg, mode):
+def _sections(mode):
     if mode not in _SECTIONS:
         raise ValueError(f'mode must be one of {list(_SECTIONS)}, got {mode!r}')
     return _SECTIONS[mode]
@@ -57,7 +57,7 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
     ``images`` (test mode): a file, folder or list for :class:`ImageFolder`.
     ``validate_images``: read every image header now (default: in train mode).
     """
-    key, _ = _sections(cfg, mode)
+    key, _ = _sections(mode)
     section = dict(cfg.get(key) or {})
     name = section.pop('name', None)
     if name not in REGISTRY:
@@ -89,7 +89,7 @@ def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
     inference by default give every rank all images (``split_ranks=True`` splits them).
     Workers: the top-level ``worker_num`` for train/eval, 0 for test.
     """
-    _, reader_key = _sections(cfg, mode)
+    _, reader_key = _sections(mode)
     if dataset is None:
         dataset = build_dataset(cfg, mode)
     reader = create(reader_key, cfg)

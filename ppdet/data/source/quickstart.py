@@ -23,10 +23,12 @@ from ppdet.core.workspace import register
 
 from .coco import COCODataSet
 
-__all__ = ['QuickStartDataSet', 'generate_quickstart', 'CATEGORIES']
+__all__ = ['QuickStartDataSet', 'generate_quickstart', 'CATEGORIES', 'GENERATOR_VERSION']
 
 logger = logging.getLogger(__name__)
 
+# Raised whenever the generated data changes: an older generated copy is then replaced.
+GENERATOR_VERSION = 2
 CATEGORIES = ['disc', 'square', 'triangle', 'star']
 # OpenCV hue (0-180) of each class's colour family.
 _HUES = [0, 60, 115, 28]
@@ -194,7 +196,8 @@ def _write_split(root, split, count, size, seed):
         images.append({'id': i + 1, 'file_name': name, 'height': size, 'width': size})
         for ann in anns:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=i + 1))
-    coco = {'info': {'description': f'quick-start shapes, {split} split, seed {seed}'},
+    coco = {'info': {'description': f'quick-start shapes, {split} split, seed {seed}',
+                     'generator': 'ppdet quickstart', 'version': GENERATOR_VERSION},
             'images': images, 'annotations': annotations,
             'categories': [{'id': k + 1, 'name': n, 'supercategory': 'shape'}
                            for k, n in enumerate(CATEGORIES)]}
@@ -231,7 +234,22 @@ class QuickStartDataSet(COCODataSet):
     """A :class:`COCODataSet` over the quick-start data, generated on first use."""
 
     def prepare(self):
-        if not os.path.isfile(self.anno_path):
-            seconds = generate_quickstart(self.dataset_dir)
-            logger.info('generated the quick-start dataset in %s (%.1f s)',
-                                             self.dataset_dir, seconds)
+        if os.path.isfile(self.anno_path):
+            if _generated_version(self.anno_path) in (None, GENERATOR_VERSION):
+                return
+            logger.info('%s was made by an older generator: regenerating it', self.dataset_dir)
+            shutil.rmtree(self.dataset_dir)
+        seconds = generate_quickstart(self.dataset_dir)
+        logger.info('generated the quick-start dataset in %s (%.1f s)', self.dataset_dir, seconds)
+
+
+def _generated_version(anno_path):
+    """The generator version of a generated file; None for data this module did not write."""
+    try:
+        with open(anno_path, encoding='utf-8') as f:
+            info = json.load(f).get('info', {})
+    except (ValueError, AttributeError):
+        return None                      # not ours to replace; parsing will name the problem
+    if info.get('generator') == 'ppdet quickstart':
+        return info.get('version')
+    return None if 'quick-start shapes' not in info.get('description', '') else 1

@@ -28,7 +28,7 @@ class Transform:
         raise NotImplementedError
 
     def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f'{type(self).__name__}({args})'
 
 
