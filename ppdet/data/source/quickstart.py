@@ -72,15 +72,17 @@ def _fill(polygon, hw):
 
 def _background(rng, size):
     """Muted texture: low-frequency blotches, stripes and grain around a grey-ish colour."""
-    base = rng.uniform(70, 190, 3) * np.array([1, 1, 1]) + rng.uniform(-20, 20, 3)
+    base = rng.uniform(70, 190) + rng.uniform(-20, 20, 3)
     tint = rng.normal(0, 25, (6, 6, 1)) + rng.normal(0, 8, (6, 6, 3))
-    blotches = cv2.resize(tint, (size, size), interpolation=cv2.INTER_CUBIC)
-    y, x = np.mgrid[:size, :size].astype(np.float32)
-    theta, period = rng.uniform(0, np.pi), rng.uniform(6, 24)
-    stripes = rng.uniform(4, 14) * np.sin((x * np.cos(theta) + y * np.sin(theta)) * 2 * np.pi
-                                          / period)
-    grain = rng.standard_normal((size, size, 3), np.float32) * 6
-    return base + blotches + stripes[..., None] + grain
+    image = cv2.resize(tint.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    theta, period, amplitude = rng.uniform(0, np.pi), rng.uniform(6, 24), rng.uniform(4, 14)
+    phase = np.arange(size, dtype=np.float32) * np.float32(2 * np.pi / period)
+    across, down = phase * np.float32(np.cos(theta)), phase * np.float32(np.sin(theta))
+    # sin(across_x + down_y) as two outer products
+    stripes = np.outer(np.cos(down), np.sin(across)) + np.outer(np.sin(down), np.cos(across))
+    image += (amplitude * stripes)[..., None]
+    image += rng.standard_normal((size, size, 3), np.float32) * 6 + base.astype(np.float32)
+    return image
 
 
 def _colour(rng, category):
@@ -192,7 +194,8 @@ def _write_split(root, split, count, size, seed):
         rng = np.random.default_rng([seed, _SPLITS[split], i])
         image, anns = _image(rng, size)
         name = f'{split}_{i:05d}.png'
-        cv2.imwrite(os.path.join(root, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(os.path.join(root, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
         images.append({'id': i + 1, 'file_name': name, 'height': size, 'width': size})
         for ann in anns:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=i + 1))
