@@ -194,8 +194,7 @@ def _write_split(root, split, count, size, seed):
         rng = np.random.default_rng([seed, _SPLITS[split], i])
         image, anns = _image(rng, size)
         name = f'{split}_{i:05d}.png'
-        cv2.imwrite(os.path.join(root, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        cv2.imwrite(os.path.join(root, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         images.append({'id': i + 1, 'file_name': name, 'height': size, 'width': size})
         for ann in anns:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=i + 1))
