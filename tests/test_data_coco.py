@@ -185,3 +185,16 @@ def test_image_folder_single_folder_and_list(tmp_path):
     assert len(named) == 1 and named.category_names == ['box', 'other']
     with pytest.raises(DataError, match='nope.jpg: image file or folder not found'):
         named.set_images('nope.jpg')
+
+
+@pytest.mark.parametrize('section, message', [
+    ('{name: COCODataSet, anno_pth: a.json}', r'd.yml.*`anno_pth`.*did you mean `anno_path`'),
+    ('{name: COCODataset, anno_path: a.json}', r'd.yml.*`COCODataset`.*did you mean `COCODataSet`'),
+])
+def test_dataset_section_typos_are_refused_at_load(tmp_path, section, message):
+    from ppdet.core.errors import ConfigError
+    from ppdet.core.workspace import load_config
+    path = tmp_path / 'd.yml'
+    path.write_text(f'TrainDataset: {section}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))

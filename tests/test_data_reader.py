@@ -249,3 +249,14 @@ def test_shared_memory_workers_keep_empty_levels_zero_length(shapes_dir):
     empty = [rows.shape for b in shared for rows in b['ins_label'] if rows.shape[1] == 0]
     assert empty and all(len(shape) == 4 for shape in empty)       # [B, 0, Hm, Wm]
     assert all('empty_levels' not in b for b in shared)
+
+
+def test_eval_split_gives_each_image_to_exactly_one_rank():
+    ranks = [EpochBatchSampler(5, 2, False, False, seed=0, num_replicas=2, rank=r, even=False)
+             for r in range(2)]
+    batches = [[[i for _, i in batch] for batch in sampler] for sampler in ranks]
+    assert batches == [[[0, 2], [4]], [[1, 3]]]
+    assert [len(s) for s in ranks] == [2, 1]
+    padded = [EpochBatchSampler(5, 2, False, False, seed=0, num_replicas=2, rank=r)
+              for r in range(2)]
+    assert [len(s) for s in padded] == [2, 2]          # training pads: same steps on each rank

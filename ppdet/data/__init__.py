@@ -85,8 +85,10 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
 def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
     """The reader of ``mode`` over ``dataset`` (built with :func:`build_dataset` if None).
 
-    Training splits the data across ranks (``DistributedBatchSampler``); evaluation and
-    inference by default give every rank all images (``split_ranks=True`` splits them).
+    Training splits the data across ranks with ``paddle.io.DistributedBatchSampler`` (padded
+    so every rank runs the same number of steps).  Evaluation and inference give every rank
+    all images by default; ``split_ranks=True`` gives each image to exactly one rank (no
+    padding, no duplicates: gather the results of all ranks).
     Workers: the top-level ``worker_num`` for train/eval, 0 for test.
     """
     _, reader_key = _sections(mode)
@@ -99,5 +101,5 @@ def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
         split_ranks = mode == 'train'
     seed = cfg.get('seed')
     return reader.loader(dataset, num_workers=num_workers, seed=0 if seed is None else int(seed),
-                         split_ranks=split_ranks,
+                         split_ranks=split_ranks, even_ranks=mode == 'train',
                          skip_bad_samples=bool(cfg.get('skip_bad_samples', False)))

@@ -118,16 +118,41 @@ class _Positions(paddle.io.Dataset):
         return self.n
 
 
+class _RankSlices:
+    """Rank ``r`` of ``n`` takes positions ``r, r+n, ...`` in batches, nothing repeated."""
+
+    def __init__(self, num_samples, batch_size, num_replicas=None, rank=None):
+        replicas = paddle.distributed.get_world_size() if num_replicas is None else num_replicas
+        rank = paddle.distributed.get_rank() if rank is None else rank
+        self.positions = np.arange(rank, num_samples, replicas)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.positions), self.batch_size):
+            yield self.positions[start:start + self.batch_size].tolist()
+
+    def __len__(self):
+        return -(-len(self.positions) // self.batch_size)
+
+
 class EpochBatchSampler:
-    """Batches of ``(epoch, index)``: order drawn from ``(seed, epoch)``, split by rank."""
+    """Batches of ``(epoch, index)``: order drawn from ``(seed, epoch)``, split by rank.
+
+    ``even=True`` (training): ``paddle.io.DistributedBatchSampler``, which pads the order by
+    repeating its head so every rank runs the same number of steps.  ``even=False``
+    (evaluation): each image on exactly one rank, the last batches may be smaller.
+    """
 
     def __init__(self, num_samples, batch_size, shuffle, drop_last, seed, num_replicas=None,
-                 rank=None):
+                 rank=None, even=True):
         """``num_replicas`` / ``rank``: None reads them from ``paddle.distributed``."""
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
-        self._positions = paddle.io.DistributedBatchSampler(
-            _Positions(num_samples), batch_size, num_replicas=num_replicas, rank=rank,
-            shuffle=False, drop_last=drop_last)
+        if even:
+            self._positions = paddle.io.DistributedBatchSampler(
+                _Positions(num_samples), batch_size, num_replicas=num_replicas, rank=rank,
+                shuffle=False, drop_last=drop_last)
+        else:
+            self._positions = _RankSlices(num_samples, batch_size, num_replicas, rank)
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):
@@ -269,11 +294,11 @@ class Loader:
 
     def __init__(self, dataset, sample_ops, batch_ops, batch_size=1, shuffle=False,
                  drop_last=False, num_workers=0, use_shared_memory=False, seed=0,
-                 split_ranks=True, skip_bad_samples=False):
+                 split_ranks=True, even_ranks=True, skip_bad_samples=False):
         self.dataset = dataset
         ranks = {} if split_ranks else {'num_replicas': 1, 'rank': 0}
         self.batch_sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last,
-                                               seed, **ranks)
+                                               seed, even=even_ranks, **ranks)
         self.samples = _TransformedDataset(dataset, sample_ops, seed, skip_bad_samples)
         self._loader = paddle.io.DataLoader(
             self.samples, batch_sampler=self.batch_sampler, collate_fn=_Collate(batch_ops),
@@ -321,10 +346,12 @@ class _Reader:
             entries.append(entry)
         return {'batch_transforms': entries}
 
-    def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, skip_bad_samples=False):
+    def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, even_ranks=True,
+               skip_bad_samples=False):
+        """See :class:`Loader`; ``even_ranks``: pad so every rank gets as many batches."""
         return Loader(dataset, self.sample_ops, self.batch_ops, self.batch_size, self.shuffle,
                       self.drop_last, num_workers, self.use_shared_memory, seed, split_ranks,
-                      skip_bad_samples)
+                      even_ranks, skip_bad_samples)
 
 
 @register
