@@ -7,7 +7,8 @@
 Reproducibility (kill-and-resume gives the same data):
 
 * The order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (``Loader.set_epoch``),
-  then split across ranks by ``paddle.io.DistributedBatchSampler`` (one rank: all of it).
+  then split across ranks: for training by ``paddle.io.DistributedBatchSampler`` (padded so
+  every rank runs the same steps), for a split evaluation one image per rank, no padding.
 * Sample ``i`` of epoch ``e`` is transformed with ``numpy.random.default_rng([seed, e, i])``;
   random ops draw only from it.  Batches therefore do not depend on the number of workers, on
   which worker builds which batch, nor on where a run was resumed
@@ -75,36 +76,42 @@ def _as_lists(value):
     return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+def _check_transforms(cfg, reader, section):
+    source = cfg.source_of(reader) or 'config'
+    for key in ('sample_transforms', 'batch_transforms'):
+        for entry in section.get(key) or []:
+            parse_entry(entry, f'{source}: {reader}.{key}')
+
+
+def _check_grids(cfg, reader):
+    grids = head_grids(cfg)
+    for args in _target_entries(cfg, reader):
+        for key in GRID_KEYS:
+            if key in args and key in grids and _as_lists(args[key]) != _as_lists(grids[key][0]):
+                raise ConfigError(
+                    f'{cfg.source_of(reader) or "config"}: {reader} Gt2Solov2Target.{key} '
+                    f'{args[key]} differs from {grids[key][1]}: {grids[key][0]}; set it in one '
+                    f'place (leave it out of Gt2Solov2Target to use the head\'s)')
+
+
+def _check_dataset_section(cfg, key, section):
+    name, where = section.get('name'), cfg.source_of(key) or 'config'
+    if name not in REGISTRY:
+        raise ConfigError(f'{where}: {key}.name `{name}` is not a registered dataset'
+                          f'{closest(name, REGISTRY)}')
+    check_section(key, REGISTRY[name], {k: v for k, v in section.items() if k != 'name'}, where)
+
+
 @config_check
-def check_reader_sections(cfg):
-    """Transform names and arguments of every reader; dataset sections; grid agreement."""
+def check_data_sections(cfg):
+    """Transform names and arguments of every reader, grid agreement, dataset sections."""
     for reader in READERS:
-        section = cfg.get(reader)
-        if not isinstance(section, dict):
-            continue
-        source = cfg.source_of(reader) or 'config'
-        for key in ('sample_transforms', 'batch_transforms'):
-            for entry in section.get(key) or []:
-                parse_entry(entry, f'{source}: {reader}.{key}')
-        grids = head_grids(cfg)
-        for args in _target_entries(cfg, reader):
-            for key in GRID_KEYS:
-                if key in args and key in grids and \
-                        _as_lists(args[key]) != _as_lists(grids[key][0]):
-                    raise ConfigError(
-                        f'{source}: {reader} Gt2Solov2Target.{key} {args[key]} differs from '
-                        f'{grids[key][1]}: {grids[key][0]}; set it in one place (leave it out '
-                        f'of Gt2Solov2Target to use the head\'s)')
+        if isinstance(cfg.get(reader), dict):
+            _check_transforms(cfg, reader, cfg[reader])
+            _check_grids(cfg, reader)
     for key in DATASETS:
-        section = cfg.get(key)
-        if isinstance(section, dict):
-            name = section.get('name')
-            where = cfg.source_of(key) or 'config'
-            if name not in REGISTRY:
-                raise ConfigError(f'{where}: {key}.name `{name}` is not a registered dataset'
-                                  f'{closest(name, REGISTRY)}')
-            check_section(f'{key}', REGISTRY[name],
-                          {k: v for k, v in section.items() if k != 'name'}, where)
+        if isinstance(cfg.get(key), dict):
+            _check_dataset_section(cfg, key, cfg[key])
 
 
 # -- sampling ------------------------------------------------------------------------------
