@@ -198,3 +198,20 @@ def test_dataset_section_typos_are_refused_at_load(tmp_path, section, message):
     path.write_text(f'TrainDataset: {section}\n')
     with pytest.raises(ConfigError, match=message):
         load_config(str(path))
+
+
+def test_header_check_sees_exif_rotation_and_size_mismatch(tmp_path):
+    from PIL import Image
+    from ppdet.data import check_images
+    coco = make_coco(tmp_path, 2)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                       # stored 60x40, shown 40x60
+    Image.new('RGB', (40, 60)).save(tmp_path / 'images' / 'im1.jpg', exif=exif)
+    coco['images'][0]['file_name'] = 'im1.jpg'             # declared 40 high, 60 wide: matches
+    coco['images'][1]['height'] = 400                      # im2.png is really 40x60
+    write(tmp_path, coco)
+    ds = dataset(tmp_path)
+    problems = [str(p) for p in check_images(ds)]
+    assert len(problems) == 1 and 'im2.png: image is 40x60 but the annotation file declares ' \
+                                  '400x60' in problems[0] and '(image id 2)' in problems[0]
+    assert [os.path.basename(r['im_file']) for r in ds.records] == ['im1.jpg']
