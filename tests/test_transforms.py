@@ -255,3 +255,22 @@ def test_normalize_lookup_path_equals_exact_arithmetic(dtype, integer):
     op = NormalizeImage()
     fast = op({'image': image})['image']
     assert fast.dtype == np.float32 and np.array_equal(fast, op._exact(image))
+
+
+@pytest.mark.parametrize('entry, message', [
+    ('Permute: 1', 'arguments of `Permute` must be a mapping'),
+    ('7: {}', 'unknown transform `7`'),
+])
+def test_malformed_transform_entries_are_config_errors(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_reader(tmp_path, entry))
+
+
+def test_transform_list_and_reader_section_must_have_the_right_shape(tmp_path):
+    path = tmp_path / 'r.yml'
+    path.write_text('TrainReader: {sample_transforms: Decode}\n')
+    with pytest.raises(ConfigError, match=r'r.yml: .*sample_transforms.* must be a list'):
+        load_config(str(path))
+    path.write_text('EvalReader: 3\n')
+    with pytest.raises(ConfigError, match=r'r.yml: `EvalReader` must be a mapping'):
+        load_config(str(path))

@@ -60,7 +60,7 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
     key, _ = _sections(mode)
     section = dict(cfg.get(key) or {})
     name = section.pop('name', None)
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` needs a `name` of a '
                           f'registered dataset, got {name!r}')
     dataset = REGISTRY[name](**section)

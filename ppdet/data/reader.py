@@ -28,7 +28,7 @@ from ppdet.core.config import config_check
 from ppdet.core.errors import ConfigError, DataError
 from ppdet.core.workspace import REGISTRY, check_section, closest, get_schema, register
 
-from .transforms import build_transforms, parse_entry
+from .transforms import build_transforms, check_entry_list, parse_entry
 
 __all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'EpochBatchSampler', 'BATCH_KEYS',
            'head_grids']
@@ -45,7 +45,8 @@ _MAX_REPLACEMENTS = 16
 
 # -- grids: one source of truth ------------------------------------------------------------
 def _head_section_name(cfg):
-    arch = cfg.get(cfg.get('architecture') or '', None)
+    architecture = cfg.get('architecture')
+    arch = cfg.get(architecture) if isinstance(architecture, str) else None
     name = arch.get('solov2_head') if isinstance(arch, dict) else None
     return name if isinstance(name, str) else 'SOLOv2Head'
 
@@ -79,13 +80,14 @@ def _as_lists(value):
 def _check_transforms(cfg, reader, section):
     source = cfg.source_of(reader) or 'config'
     for key in ('sample_transforms', 'batch_transforms'):
-        for entry in section.get(key) or []:
-            parse_entry(entry, f'{source}: {reader}.{key}')
+        where = f'{source}: {reader}.{key}'
+        for entry in check_entry_list(section.get(key), where):
+            parse_entry(entry, where)
 
 
 def _check_grids(cfg, reader):
     grids = head_grids(cfg)
-    for args in _target_entries(cfg, reader):
+    for args in _target_entries(cfg, reader):      # entries already checked: mappings
         for key in GRID_KEYS:
             if key in args and key in grids and _as_lists(args[key]) != _as_lists(grids[key][0]):
                 raise ConfigError(
@@ -96,7 +98,7 @@ def _check_grids(cfg, reader):
 
 def _check_dataset_section(cfg, key, section):
     name, where = section.get('name'), cfg.source_of(key) or 'config'
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f'{where}: {key}.name `{name}` is not a registered dataset'
                           f'{closest(name, REGISTRY)}')
     check_section(key, REGISTRY[name], {k: v for k, v in section.items() if k != 'name'}, where)
@@ -105,12 +107,16 @@ def _check_dataset_section(cfg, key, section):
 @config_check
 def check_data_sections(cfg):
     """Transform names and arguments of every reader, grid agreement, dataset sections."""
+    for key in READERS + DATASETS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` must be a mapping of '
+                              f'keys, got {cfg[key]!r:.40}')
     for reader in READERS:
-        if isinstance(cfg.get(reader), dict):
+        if reader in cfg:
             _check_transforms(cfg, reader, cfg[reader])
             _check_grids(cfg, reader)
     for key in DATASETS:
-        if isinstance(cfg.get(key), dict):
+        if key in cfg:
             _check_dataset_section(cfg, key, cfg[key])
 
 
