@@ -112,11 +112,11 @@ def check_data_sections(cfg):
             raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` must be a mapping of '
                               f'keys, got {cfg[key]!r:.40}')
     for reader in READERS:
-        if reader in cfg:
+        if cfg.get(reader) is not None:
             _check_transforms(cfg, reader, cfg[reader])
             _check_grids(cfg, reader)
     for key in DATASETS:
-        if key in cfg:
+        if cfg.get(key) is not None:
             _check_dataset_section(cfg, key, cfg[key])
 
 
