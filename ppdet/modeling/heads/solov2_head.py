@@ -1,0 +1,237 @@
+"""SOLOv2 head: per grid cell a category score and a dynamic mask kernel (Wang et al., 2020).
+
+The head owns its grids, its loss and its post-processing.
+"""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddle import ParamAttr
+from paddle.nn.initializer import Constant, Normal
+
+from ppdet.core.errors import ConfigError
+from ppdet.core.workspace import register
+from ..layers.conv_norm import ConvNormLayer
+from ..layers.coord_conv import add_coord_channels
+from ..layers.drop_block import DropBlock
+from ..layers.matrix_nms import MaskMatrixNMS
+from ..ops import batched_gather
+from ..losses.solov2_loss import SOLOv2Loss
+from ..post_process import bilinear_matrix, masks_to_boxes
+
+__all__ = ['SOLOv2Head', 'point_nms']
+
+CATEGORY_PRIOR = 0.01
+
+
+def point_nms(heat, kernel_size=2):
+    """Keep a score only where it is the maximum of the 2x2 window formed with its upper, left
+    and upper-left neighbours (the reference's window), zero elsewhere."""
+    hmax = F.max_pool2d(heat, kernel_size=kernel_size, stride=1, padding=1)
+    keep = (hmax[:, :, :-1, :-1] == heat).astype(heat.dtype)
+    return heat * keep
+
+
+def _resize(x, **kwargs):
+    return F.interpolate(x, mode='bilinear', align_corners=False, align_mode=0, **kwargs)
+
+
+def _head_conv(ch_in, ch_out, bias_init=0.):
+    return nn.Conv2D(ch_in, ch_out, 3, padding=1,
+                     weight_attr=ParamAttr(initializer=Normal(mean=0., std=0.01)),
+                     bias_attr=ParamAttr(initializer=Constant(bias_init)))
+
+
+@register
+class SOLOv2Head(nn.Layer):
+    """Category and kernel branches over ``len(num_grids)`` levels (shared weights).
+
+    Level inputs: the stride-4 FPN map bilinearly halved, the next three maps, and the extra
+    (stride-64) map resized to the stride-32 map's size. Each level gets CoordConv channels and
+    is resampled to its ``S x S`` grid; the kernel branch sees the coordinates, the category
+    branch does not. ``scale_ranges`` (instance sizes per level) are read by the target
+    generator. ``solo_kernel``/``solo_cate`` are registered under two names as in the
+    reference, so the state_dict holds both spellings.
+    """
+    __shared__ = ['num_classes', 'norm_type']
+    __inject__ = ['solov2_loss', 'mask_nms']
+
+    def __init__(self, num_classes=80, in_channels=256, seg_feat_channels=256, stacked_convs=4,
+                 num_grids=[40, 36, 24, 16, 12], kernel_out_channels=256, dcn_v2_stages=[],
+                 segm_strides=[8, 8, 16, 32, 32], solov2_loss=None, score_threshold=0.1,
+                 mask_threshold=0.5, mask_nms=None, norm_type='gn', drop_block=False,
+                 scale_ranges=[[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]]):
+        super().__init__()
+        if not len(num_grids) == len(segm_strides) == len(scale_ranges) == 5:
+            raise ConfigError('SOLOv2Head: num_grids, segm_strides and scale_ranges need one '
+                              'entry per FPN level (5)')
+        self.num_classes = num_classes
+        self.num_grids = list(num_grids)
+        self.scale_ranges = [list(r) for r in scale_ranges]
+        self.segm_strides = list(segm_strides)
+        self.kernel_out_channels = kernel_out_channels
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+        self.loss = solov2_loss if solov2_loss is not None else SOLOv2Loss()
+        self.mask_nms = mask_nms if mask_nms is not None else MaskMatrixNMS()
+
+        self.kernel_convs, self.cate_convs = [], []
+        for i in range(stacked_convs):
+            conv_args = dict(norm_type=norm_type, use_dcn=i in dcn_v2_stages)
+            ch_in = seg_feat_channels if i else in_channels
+            self.kernel_convs.append(self.add_sublayer(
+                f'bbox_head.kernel_convs.{i}',
+                ConvNormLayer(ch_in + 2 * (i == 0), seg_feat_channels, 3, 1, **conv_args)))
+            self.cate_convs.append(self.add_sublayer(
+                f'bbox_head.cate_convs.{i}',
+                ConvNormLayer(ch_in, seg_feat_channels, 3, 1, **conv_args)))
+        self.solo_kernel = self.add_sublayer(
+            'bbox_head.solo_kernel', _head_conv(seg_feat_channels, kernel_out_channels))
+        self.solo_cate = self.add_sublayer(
+            'bbox_head.solo_cate', _head_conv(seg_feat_channels, num_classes,
+                                              -math.log((1 - CATEGORY_PRIOR) / CATEGORY_PRIOR)))
+        self.drop_block = DropBlock(block_size=3, keep_prob=0.9) if drop_block else None
+
+        cell_strides = np.concatenate([np.full(s * s, st, 'float32')
+                                       for s, st in zip(self.num_grids, self.segm_strides)])
+        self.register_buffer('cell_strides', paddle.to_tensor(cell_strides), persistable=False)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape=None):
+        return {'in_channels': input_shape[0].channels} if input_shape else {}
+
+    # ------------------------------------------------------------------ network
+
+    def level_inputs(self, feats):
+        """The 5 head inputs from the 5 FPN maps (strides 8, 8, 16, 32, 32)."""
+        first = _resize(feats[0], scale_factor=0.5)
+        last = _resize(feats[4], size=paddle.shape(feats[3])[2:])
+        return [first] + list(feats[1:4]) + [last]
+
+    def _tower(self, x, convs):
+        for conv in convs:
+            x = F.relu(conv(x))
+            if self.drop_block is not None:
+                x = self.drop_block(x)
+        return x
+
+    def forward(self, feats):
+        """-> (category logits ``[B, C, S, S]``, kernels ``[B, E, S, S]``), one per level."""
+        cate_logits, kernels = [], []
+        for x, grid in zip(self.level_inputs(feats), self.num_grids):
+            kernel_feat = _resize(add_coord_channels(x), size=[grid, grid])
+            cate_feat = kernel_feat[:, :-2]
+            kernels.append(self.solo_kernel(self._tower(kernel_feat, self.kernel_convs)))
+            cate_logits.append(self.solo_cate(self._tower(cate_feat, self.cate_convs)))
+        return cate_logits, kernels
+
+    @staticmethod
+    def category_scores(cate_logits):
+        """Sigmoid + point NMS, channels last: ``[B, C, S, S]`` -> ``[B, S, S, C]``."""
+        return point_nms(F.sigmoid(cate_logits)).transpose([0, 2, 3, 1])
+
+    # ------------------------------------------------------------------ training
+
+    def get_loss(self, cate_logits, kernels, mask_feat, targets):
+        """Loss dict from the head outputs, the mask features and :class:`SOLOv2Targets`."""
+        batch, channels = mask_feat.shape[0], mask_feat.shape[1]
+        mask_feat = mask_feat.reshape([batch, channels, -1])
+        mask_logits, mask_targets = [], []
+        for kernel, order, ins_label in zip(kernels, targets.grid_orders, targets.ins_labels):
+            rows = order.shape[1]
+            if rows == 0:
+                continue
+            flat = kernel.transpose([0, 2, 3, 1]).reshape([-1, channels])
+            picked = paddle.gather(flat, order.reshape([-1]).astype('int64'))
+            logits = paddle.bmm(picked.reshape([batch, rows, channels]), mask_feat)
+            mask_logits.append(logits.reshape([batch * rows, -1]))
+            mask_targets.append(ins_label.reshape([batch * rows, -1]))
+        if mask_logits:
+            mask_logits = paddle.concat(mask_logits)
+            mask_targets = paddle.concat(mask_targets)
+        else:   # no positive instance in the batch: a zero loss still linked to the graph
+            mask_logits = mask_feat[:, :1].reshape([batch, -1]) * 0.
+            mask_targets = paddle.zeros_like(mask_logits)
+        cate_logits = paddle.concat([c.transpose([0, 2, 3, 1]).reshape([-1, self.num_classes])
+                                     for c in cate_logits])
+        cate_labels = paddle.concat([label.reshape([-1]) for label in targets.cate_labels])
+        return self.loss(mask_logits, mask_targets, cate_logits, cate_labels,
+                         targets.fg_num.sum())
+
+    # ------------------------------------------------------------------ inference
+
+    def get_prediction(self, cate_logits, kernels, mask_feat, im_shape, scale_factor):
+        """Decode a batch into the output dict (masks at the original image sizes).
+
+        Export-friendly: fixed numbers of candidates (``pre_nms_top_n``, by category score)
+        and results (``post_nms_top_n``) with validity masks, no Python branch on data.
+        Differences from the reference, on purpose: no zero-score dummy detection (so up to
+        ``post_nms_top_n`` real results, not one fewer); the original size uses both scale
+        factors (the reference used the y factor for both axes); every image of the batch
+        is decoded (the reference decoded the first only); candidates beyond the
+        ``pre_nms_top_n`` best category scores are dropped before mask rescoring (the
+        reference rescored all, then kept the best ``pre_nms_top_n``).
+        """
+        labels, scores, soft, binary, valid = self._candidates(cate_logits, kernels, mask_feat)
+        index, det_scores, keep = self.mask_nms(binary, labels, scores, valid)
+
+        # Compact the fixed [B, post_nms_top_n] slots into the N kept detections.
+        kept = paddle.nonzero(keep.flatten()).flatten()
+        image_of = kept // keep.shape[1]
+        det_labels = paddle.gather(batched_gather(labels, index).flatten(), kept)
+        det_scores = paddle.gather(det_scores.flatten(), kept)
+        det_soft = paddle.gather(batched_gather(soft, index).flatten(0, 1), kept)
+        segm = self._paste(det_soft, image_of, paddle.shape(mask_feat)[2:], im_shape,
+                           scale_factor)
+        bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1),
+                              det_scores.unsqueeze(1), masks_to_boxes(segm)], axis=1)
+        return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
+                'cate_score': det_scores, 'bbox': bbox,
+                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32')}
+
+    def _candidates(self, cate_logits, kernels, mask_feat):
+        """The ``pre_nms_top_n`` best (cell, class) pairs of each image, their soft and binary
+        masks (flattened, stride 4), mask-rescored scores, and which of them are real: score
+        above ``score_threshold`` and mask area above the level's stride."""
+        channels = mask_feat.shape[1]
+        num_cells = sum(grid * grid for grid in self.num_grids)
+        scores = paddle.concat([self.category_scores(c).reshape([0, -1, self.num_classes])
+                                for c in cate_logits], axis=1)
+        kernels = paddle.concat([k.transpose([0, 2, 3, 1]).reshape([0, -1, channels])
+                                 for k in kernels], axis=1)
+        num_slots = min(self.mask_nms.pre_nms_top_n, num_cells * self.num_classes)
+        scores, flat_index = paddle.topk(scores.reshape([-1, num_cells * self.num_classes]),
+                                         num_slots, axis=1)
+        cells = flat_index // self.num_classes
+        labels = flat_index % self.num_classes
+
+        mask_logits = paddle.bmm(batched_gather(kernels, cells),
+                                 mask_feat.reshape([0, channels, -1]))
+        soft = F.sigmoid(mask_logits)
+        binary = (soft > self.mask_threshold).astype(soft.dtype)
+        area = binary.sum(axis=2)
+        min_area = paddle.gather(self.cell_strides, cells.flatten()).reshape([-1, num_slots])
+        valid = (scores > self.score_threshold) & (area > min_area)
+        scores = scores * (soft * binary).sum(axis=2) / paddle.clip(area, min=1.)
+        return labels, scores, soft, binary, valid
+
+    def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
+        """Soft masks at stride 4 -> binary masks at the original size, the reference's way:
+        bilinear x4 to the padded input, crop to the resized image, bilinear to the original
+        size, threshold. Both resizes are linear, so they are applied as one matrix per axis."""
+        padded_hw = feat_hw * 4
+        crop_hw = paddle.floor(im_shape)
+        orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
+        out_hw = orig_hw.max(axis=0).astype('int32')
+        rows = paddle.matmul(
+            bilinear_matrix(crop_hw[:, 0], orig_hw[:, 0], padded_hw[0], out_hw[0]),
+            bilinear_matrix(feat_hw[0:1], padded_hw[0:1], feat_hw[0], padded_hw[0]))
+        cols = paddle.matmul(
+            bilinear_matrix(crop_hw[:, 1], orig_hw[:, 1], padded_hw[1], out_hw[1]),
+            bilinear_matrix(feat_hw[1:2], padded_hw[1:2], feat_hw[1], padded_hw[1]))
+        rows, cols = paddle.gather(rows, image_of), paddle.gather(cols, image_of)
+        soft = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
+        resized = paddle.bmm(paddle.bmm(rows, soft), cols.transpose([0, 2, 1]))
+        return resized > self.mask_threshold
