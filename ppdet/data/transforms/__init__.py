@@ -26,6 +26,8 @@ def parse_entry(entry, where):
         raise ConfigError(f'{where}: each transform must be one `OpName: {{args}}` entry, '
                           f'got {entry!r:.80}')
     (name, kwargs), = entry.items()
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f'{where}: `{name}` takes a mapping of arguments, got {kwargs!r:.40}')
     if name not in TRANSFORMS:
         raise ConfigError(f'{where}: unknown transform `{name}`{closest(name, TRANSFORMS)}')
     kwargs = dict(kwargs or {})
