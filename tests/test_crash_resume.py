@@ -7,6 +7,7 @@ resume equals A's row for the same iteration, and both end with the same weights
 """
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import time
 import numpy as np
 import pytest
 
-from ppdet.utils.fileio import load_file
+from ppdet.utils.fileio import load_file, save_file
 
 from conftest import ROOT
+from test_security import Calls
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
 
@@ -113,3 +115,23 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(dataset, tmp_path):
     assert list(final_a) == list(final_b)
     for key in final_a:
         np.testing.assert_array_equal(final_b[key], final_a[key], err_msg=key)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'malicious'])
+def test_resume_from_a_bad_checkpoint_is_one_error_line(dataset, tmp_path, damage):
+    snapshot = tmp_path / 'snapshot'
+    if damage == 'truncated':
+        save_file({'w': np.zeros(1000, np.float32)}, str(snapshot) + '.pdparams')
+        data = (tmp_path / 'snapshot.pdparams').read_bytes()
+        (tmp_path / 'snapshot.pdparams').write_bytes(data[:len(data) // 2])
+    else:
+        (tmp_path / 'snapshot.pdparams').write_bytes(pickle.dumps(
+            {'w': Calls(os.system, 'touch pwned')}, protocol=4))
+    run = start(train_command(dataset, tmp_path / 'out', workers=0, resume=str(snapshot)),
+                tmp_path)
+    _, err = run.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith('error:')]
+    assert run.returncode == 2 and 'Traceback' not in err, err[-3000:]
+    assert len(lines) == 1 and 'snapshot.pdparams' in lines[0], err[-3000:]
+    assert ('truncated' if damage == 'truncated' else 'posix.system') in lines[0]
+    assert not (tmp_path / 'pwned').exists()
