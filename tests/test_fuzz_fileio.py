@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ppdet.core.errors import WeightsError
 from ppdet.utils.fileio import load_file
 
-from test_fileio import PY2_PICKLE, tiny_training_state
+from test_fileio import PY2_PICKLE, assert_same, tiny_training_state
 
 DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, np.generic,
               np.dtype)
@@ -115,3 +115,25 @@ OPCODES = [bytes([op.code.encode('latin1')[0]]) for op in __import__('pickletool
 @given(ops=st.lists(st.tuples(st.sampled_from(OPCODES), st.binary(max_size=9)), max_size=30))
 def test_random_opcode_sequences(scratch, ops):
     load_or_refuse(scratch, b'\x80\x04' + b''.join(op + arg for op, arg in ops) + b'.')
+
+
+arrays = st.builds(
+    lambda dtype, shape, seed: (np.random.default_rng(seed).standard_normal(shape) * 100)
+    .astype(dtype), st.sampled_from(['float32', 'float64', 'float16', 'int64', 'int32',
+                                     'uint8', 'bool']),
+    st.lists(st.integers(0, 3), max_size=3).map(tuple), st.integers(0, 2 ** 16))
+leaves = (st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats()
+          | st.text(max_size=5) | arrays | arrays.map(paddle.to_tensor))
+structures = st.recursive(
+    leaves, lambda inner: (st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                           | st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=10)
+
+
+@given(obj=structures | st.dictionaries(st.text(max_size=6), arrays.map(paddle.to_tensor),
+                                        max_size=4),
+       protocol=st.sampled_from([2, 3, 4]))
+def test_anything_paddle_saves_loads_as_paddle_load_returns_it(scratch, obj, protocol):
+    path = str(scratch / 'saved.pdparams')
+    paddle.save(obj, path, protocol=protocol)
+    assert_same(load_file(path), paddle.load(path, return_numpy=True))
