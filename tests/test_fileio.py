@@ -63,7 +63,7 @@ def training_objects():
                               'history': [paddle.ones([2]), (1, 'a'), None, True]},
         'numpy state': {k: v.numpy() for k, v in model.state_dict().items()},
         'numpy scalars': {'a': np.float32(1.5), 'b': np.arange(3, dtype=np.int64), 'd': 'text',
-                          'e': np.array(['u'])},
+                          'e': np.array([1 + 2j]), 'f': np.array([True])},
         'bare tensor': paddle.arange(6, dtype='float32').reshape([2, 3]),
         'bare DenseTensor': dense,
         'DenseTensor inside': {'x': [dense, 1.0]},

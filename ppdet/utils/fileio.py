@@ -52,10 +52,14 @@ def _new_array(subtype, shape, dtype):
 
 
 def _new_dtype(*args):
-    """``numpy.dtype``, without object dtypes (arrays of arbitrary Python objects)."""
+    """``numpy.dtype`` of numbers or booleans, what tensors hold.
+
+    Other kinds are refused: object arrays hold arbitrary Python objects, and the state that
+    follows a flexible dtype (strings, records) can flag it as holding objects.
+    """
     dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise _Refused('an array of Python objects')
+    if dtype.kind not in 'biufc':
+        raise _Refused(f'an array of dtype {dtype}')
     return dtype
 
 
