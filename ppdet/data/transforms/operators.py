@@ -126,7 +126,7 @@ class Resize(Transform):
         h, w = image.shape[:2]
         if self.keep_ratio:
             scale = _keep_ratio_scale(h, w, self.target_size)
-            new_h, new_w = int(scale * h + 0.5), int(scale * w + 0.5)
+            new_h, new_w = max(int(scale * h + 0.5), 1), max(int(scale * w + 0.5), 1)
         else:
             new_h, new_w = self.target_size
         sy, sx = new_h / h, new_w / w
