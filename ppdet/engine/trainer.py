@@ -309,7 +309,21 @@ class Trainer:
                 init_loss_scaling=self.cfg.get('init_loss_scaling', 1024))
         return self.grad_scaler
 
+    @paddle.no_grad()
+    def _average_buffers(self):
+        """Average BN running statistics over the ranks (each saw its own data), so every
+        rank evaluates, and rank 0 saves, the same model."""
+        # paddle keeps BN statistics as non-trainable parameters, not as buffers
+        tensors = {id(t): t for t in self.model.state_dict().values() if t.stop_gradient}
+        for buffer in tensors.values():
+            if buffer.dtype in (paddle.float32, paddle.float16, paddle.float64):
+                total = buffer.clone()
+                dist.all_reduce(total)
+                buffer.set_value(total / self.world_size)
+
     def _snapshot(self, model, callbacks, status, validate):
+        if self.world_size > 1:
+            self._average_buffers()
         if self.ema is not None:
             self.raw_state = {k: v.clone() for k, v in self.model.state_dict().items()}
             self.model.set_state_dict(self.ema.apply())
