@@ -157,3 +157,10 @@ def test_resume_from_a_missing_checkpoint_is_one_clear_error(tmp_path):
                       build_loader=lambda c, m: TinyLoader())
     with pytest.raises(CheckpointError, match='checkpoint not found'):
         trainer.resume(str(tmp_path / 'nope' / '3'))
+
+
+def test_keep_last_k_counts_the_snapshots_of_a_resumed_run(tmp_path):
+    run(make_cfg(tmp_path, epoch=3))                      # writes 0, 1, model_final
+    run(make_cfg(tmp_path, epoch=5), resume=str(tmp_path / 'tiny' / '1'))
+    names = sorted(p.name for p in (tmp_path / 'tiny').iterdir() if p.suffix == '.pdparams')
+    assert names == ['2.pdparams', '3.pdparams', 'model_final.pdparams']

@@ -102,6 +102,12 @@ class Checkpointer(Callback):
         self.snapshots = []
         self.best_ap = -1000.
 
+    def on_train_begin(self, trainer):
+        # snapshots of an earlier run in this folder (resume) count towards the K kept
+        names = [f[:-len('.pdparams')] for f in os.listdir(trainer.save_dir)
+                 if f.endswith('.pdparams')]
+        self.snapshots = sorted((n for n in names if n.isdigit()), key=int)
+
     def on_snapshot(self, trainer, status):
         name = 'model_final' if status['final'] else str(status['epoch'])
         trainer.save(name, status)
