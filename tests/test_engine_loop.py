@@ -1,6 +1,5 @@
 """The training loop with a tiny stand-in model and reader: resume, NaN guard, snapshots, EMA."""
 import json
-import os
 
 import numpy as np
 import paddle

@@ -11,7 +11,6 @@
 Files are read with :func:`ppdet.utils.fileio.load_file` and written with
 :func:`ppdet.utils.fileio.save_file` only.
 """
-import logging
 import os
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ from ppdet.utils.fileio import load_file, save_file
 __all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups', 'LoadReport',
            'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
 
-logger = logging.getLogger(__name__)
 
 EXTENSIONS = ('.pdparams', '.pdopt', '.pdmodel', '.pdema')
 
