@@ -19,8 +19,8 @@ import numpy as np
 from ppdet.core.errors import CheckpointError, WeightsError
 from ppdet.utils.fileio import load_file, save_file
 
-__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups', 'LoadReport',
-           'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
+__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups',
+           'LoadReport', 'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
 
 
 EXTENSIONS = ('.pdparams', '.pdopt', '.pdmodel', '.pdema')
