@@ -95,7 +95,8 @@ def test_run_writes_snapshots_best_model_and_metrics(trained):
 def test_ema_weights_are_saved_and_evaluated(trained, tmp_path):
     folder, cfg, out = trained
     from ppdet.utils.fileio import load_file
-    ema, raw = load_file(str(out / 'model_final.pdparams')), load_file(str(out / 'model_final.pdema'))
+    ema = load_file(str(out / 'model_final.pdparams'))
+    raw = load_file(str(out / 'model_final.pdema'))
     assert set(ema) == set(raw)
     assert max(np.abs(ema[k] - raw[k]).max() for k in ema if k.endswith('weight')) > 1e-4
     import eval as eval_script
