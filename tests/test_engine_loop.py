@@ -90,6 +90,8 @@ def test_resume_continues_with_the_same_losses(tmp_path):
     resumed_cfg = make_cfg(tmp_path / 'b')
     resumed = run(resumed_cfg, resume=str(tmp_path / 'b' / 'tiny' / '0'))
     assert resumed.start_epoch == 1
+    steps = [r['step'] for r in rows(tmp_path / 'b' / 'tiny' / 'metrics.jsonl')]
+    assert steps == list(range(24))              # the rows of the re-run steps are not doubled
     a = [r for r in rows(tmp_path / 'a' / 'tiny' / 'metrics.jsonl') if r['epoch'] == 2]
     b = [r for r in rows(tmp_path / 'b' / 'tiny' / 'metrics.jsonl') if r['epoch'] == 2]
     assert len(a) == 8 and [r['step'] for r in a] == [r['step'] for r in b]

@@ -58,6 +58,17 @@ class MetricsWriter(Callback):
     def __init__(self, path):
         self.path = path
 
+    def on_train_begin(self, trainer):
+        """A resumed run drops the rows after its checkpoint: they are about to be redone."""
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path, encoding='utf-8') as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if json.loads(line).get('step', 0) < trainer.global_step]
+        if len(kept) != len(lines):
+            with open(self.path, 'w', encoding='utf-8') as f:
+                f.writelines(kept)
+
     def _write(self, row):
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(row) + '\n')
