@@ -11,7 +11,6 @@
 Files are read with :func:`ppdet.utils.fileio.load_file` and written with
 :func:`ppdet.utils.fileio.save_files` only.
 """
-import logging
 import os
 from dataclasses import dataclass, field
 
@@ -20,10 +19,9 @@ import numpy as np
 from ppdet.core.errors import CheckpointError, WeightsError
 from ppdet.utils.fileio import load_file, save_files
 
-__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups', 'LoadReport',
-           'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
+__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups',
+           'LoadReport', 'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
 
-logger = logging.getLogger(__name__)
 
 EXTENSIONS = ('.pdparams', '.pdopt', '.pdmodel', '.pdema')
 
