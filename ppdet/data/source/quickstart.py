@@ -2,7 +2,8 @@
 
 Four classes of filled shapes, each with its own outline and colour family (red discs, green
 squares, blue triangles, yellow stars), 2-6 per image over textured backgrounds, with sizes
-spread over the quick-start scale ranges (shape side about 12 to 210 px on 256-px images).
+spread over the quick-start scale ranges (shape side about 27 to 182 px on 192-px images: the
+smallest still spans several stride-4 mask cells, so masks can be precise).
 Shapes overlap; every annotation describes the visible part only (polygons traced from the
 visible mask, no instance hidden by more than half, no holes).  About one image in six holds a
 crowd region: a cluster of tiny shapes annotated as one ``iscrowd`` RLE.
@@ -28,13 +29,14 @@ __all__ = ['QuickStartDataSet', 'generate_quickstart', 'CATEGORIES', 'GENERATOR_
 logger = logging.getLogger(__name__)
 
 # Raised whenever the generated data changes: an older generated copy is then replaced.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CATEGORIES = ['disc', 'square', 'triangle', 'star']
 # OpenCV hue (0-180) of each class's colour family.
 _HUES = [0, 60, 115, 28]
 _SPLITS = {'train': 0, 'val': 1}
 _MIN_VISIBLE = 0.5        # an earlier shape keeps at least this fraction visible
-_MIN_AREA = 40            # visible pixels of an instance
+_MIN_AREA = 300           # visible pixels of an instance
+_SIDES = (0.14, 0.95)     # shape size range, as fractions of the image side (log-uniform)
 _TRACE_UPSAMPLE = 4       # contours are traced on a 4x mask for sub-pixel outlines
 
 
@@ -132,7 +134,7 @@ def _draw_shapes(rng, size, count):
     for _ in range(count):
         for _attempt in range(20):
             category = int(rng.integers(len(CATEGORIES)))
-            side = float(np.exp(rng.uniform(np.log(12), np.log(210))))
+            side = size * float(np.exp(rng.uniform(*np.log(_SIDES))))
             centre = rng.uniform(side * 0.3, size - side * 0.3, 2)
             polygon = _outline(category, side, rng.uniform(0, 2 * np.pi)) + centre
             shape = _Shape(category, _fill(polygon, (size, size)), _colour(rng, category))
@@ -207,7 +209,7 @@ def _write_split(root, split, count, size, seed):
         json.dump(coco, f)
 
 
-def generate_quickstart(dataset_dir, num_train=300, num_val=50, image_size=256, seed=0):
+def generate_quickstart(dataset_dir, num_train=300, num_val=50, image_size=192, seed=0):
     """Write the dataset to ``dataset_dir`` (``train/``, ``val/``, ``annotations/``).
 
     Built in a temporary folder beside it and moved into place, so an interrupted run or a
