@@ -99,9 +99,7 @@ def plot_curves(metrics, keys, output):
     eval_keys = {k for row in metrics.eval for k in row}
     for ax, key in zip(axes[:, 0], keys):
         steps, values = metrics.series(key)
-        style = {'drawstyle': 'steps-post'} if key == 'lr' else {}
-        ax.plot(steps, values, 'o-' if key in eval_keys else '-', linewidth=1.2, markersize=4,
-                **style)
+        ax.plot(steps, values, 'o-' if key in eval_keys else '-', linewidth=1.2, markersize=4)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel('iteration')
