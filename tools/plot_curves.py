@@ -134,6 +134,9 @@ def summarize(metrics):
         lines.append(f'best segm_AP {best["segm_AP"]:.4f} at epoch {best.get("epoch")} '
                      f'(step {best["step"]}), last {evals[-1]["segm_AP"]:.4f}, '
                      f'{len(evals)} evaluations')
+    elif metrics.eval:
+        lines.append(f'best segm_AP: none of the {len(metrics.eval)} evaluations has one (no '
+                     f'mask predicted yet)')
     else:
         lines.append('best segm_AP: no evaluation logged (train with --eval)')
     timed = [r for r in metrics.train if 'batch_time' in r]
