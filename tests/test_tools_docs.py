@@ -109,9 +109,6 @@ def run_script(monkeypatch, capsys):
     logger.handlers[:], logger._configured = saved      # the scripts' handler wrote to capsys
 
 
-@pytest.mark.skipif(not all(os.path.isfile(os.path.join(ROOT, 'tools', name))
-                            for name in ('x2coco.py', 'check_dataset.py')),
-                    reason='tools/x2coco.py and tools/check_dataset.py are not merged yet')
 def test_custom_dataset_tutorial_runs_as_written(workspace, run_script):
     with open(DOC, encoding='utf-8') as f:
         text = f.read()
