@@ -8,8 +8,8 @@ so that ``deploy/python/infer.py`` needs nothing else.
 Paddle 3.3.1 cannot run any ``*_interp`` operator under oneDNN (its ``scale`` attribute, a
 double array, is rejected by the oneDNN instruction), and the ONNX converter rejects interp
 operators whose scale is given as a factor. While tracing, :func:`export_safe_interpolate`
-therefore routes ``paddle.nn.functional.interpolate`` to gather-and-blend arithmetic that
-computes the same values with ordinary operators.
+therefore routes ``paddle.nn.functional.interpolate`` to ordinary operators that compute the
+same values: an index gather (nearest) or a product with the interpolation matrix (bilinear).
 """
 import contextlib
 import json
@@ -61,24 +61,27 @@ def _as_float(value):
 
 
 def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode):
+    """Resize along ``axis`` (2 or 3) as a product with the ``[out, in]`` interpolation matrix:
+    under oneDNN a product is far faster than gathers blended by broadcast weights."""
     dst = paddle.arange(out_size, dtype='float32')
     in_f, out_f = _as_float(in_size), _as_float(out_size)
     if align_corners:
-        steps = max(out_f - 1, 1.0) if isinstance(out_f, float) else paddle.clip(out_f - 1, min=1.0)
+        steps = (max(out_f - 1, 1.0) if isinstance(out_f, float)
+                 else paddle.clip(out_f - 1, min=1.0))
         src = dst * (in_f - 1) / steps
     else:
         ratio = 1.0 / scale if scale else in_f / out_f
         src = (dst + 0.5) * ratio - 0.5 if align_mode == 0 else dst * ratio
         src = paddle.clip(src, min=0.0)
     low = paddle.floor(src)
-    weight = src - low
-    high = paddle.cast(paddle.minimum(low + 1, in_f - 1), 'int64')
-    low = paddle.cast(low, 'int64')
-    shape = [1] * 4
-    shape[axis] = -1
-    weight = weight.reshape(shape)
-    return (paddle.gather(x, low, axis=axis) * (1 - weight)
-            + paddle.gather(x, high, axis=axis) * weight)
+    weight = (src - low).unsqueeze(1)
+    high = paddle.minimum(low + 1, in_f - 1)
+    cols = paddle.arange(in_size, dtype='float32').unsqueeze(0)
+    matrix = ((cols == low.unsqueeze(1)).astype('float32') * (1 - weight)
+              + (cols == high.unsqueeze(1)).astype('float32') * weight)
+    if axis == 3:
+        return paddle.matmul(x, matrix, transpose_y=True)
+    return paddle.matmul(matrix, x)
 
 
 def _nearest_axis(x, axis, in_size, out_size, scale):
@@ -92,7 +95,7 @@ def _nearest_axis(x, axis, in_size, out_size, scale):
 def safe_interpolate(x, size=None, scale_factor=None, mode='nearest', align_corners=False,
                      align_mode=0, data_format=None, recompute_scale_factor=None,
                      antialias=False, name=None):
-    """``F.interpolate`` for 4-D NCHW input with gathers and blends (same values).
+    """``F.interpolate`` for 4-D NCHW input with gathers or matrix products (same values).
 
     Other layouts, modes and options go to paddle's own operator.
     """
