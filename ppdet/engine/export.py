@@ -79,9 +79,14 @@ def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode)
     cols = paddle.arange(in_size, dtype='float32').unsqueeze(0)
     matrix = ((cols == low.unsqueeze(1)).astype('float32') * (1 - weight)
               + (cols == high.unsqueeze(1)).astype('float32') * weight)
-    if axis == 3:
-        return paddle.matmul(x, matrix, transpose_y=True)
-    return paddle.matmul(matrix, x)
+    # 2-D products only: paddle 3.3.1 under oneDNN computed the broadcast product with a 4-D
+    # [B, C, H, W] operand wrongly inside the model
+    if axis == 2:
+        x = x.transpose([0, 1, 3, 2])
+    shape = paddle.shape(x)
+    out = paddle.matmul(x.reshape([-1, shape[3]]), matrix, transpose_y=True)
+    out = out.reshape(paddle.concat([shape[:3], paddle.shape(out)[1:]]))
+    return out.transpose([0, 1, 3, 2]) if axis == 2 else out
 
 
 def _nearest_axis(x, axis, in_size, out_size, scale):
