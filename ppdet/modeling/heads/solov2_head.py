@@ -58,6 +58,10 @@ class SOLOv2Head(nn.Layer):
     __shared__ = ['num_classes', 'norm_type']
     __inject__ = ['solov2_loss', 'mask_nms']
 
+    # Set by the export: one spare row after the N detections (not counted in bbox_num), as
+    # paddle 3.3.1's oneDNN kernels fail on the empty tensors of a detection-free batch.
+    spare_row = False
+
     def __init__(self, num_classes=80, in_channels=256, seg_feat_channels=256, stacked_convs=4,
                  num_grids=[40, 36, 24, 16, 12], kernel_out_channels=256, dcn_v2_stages=[],
                  segm_strides=[8, 8, 16, 32, 32], solov2_loss=None, score_threshold=0.1,
@@ -179,6 +183,8 @@ class SOLOv2Head(nn.Layer):
 
         # Compact the fixed [B, post_nms_top_n] slots into the N kept detections.
         kept = paddle.nonzero(keep.flatten()).flatten()
+        if self.spare_row:
+            kept = paddle.concat([kept, paddle.zeros([1], kept.dtype)])
         image_of = kept // keep.shape[1]
         det_labels = paddle.gather(batched_gather(labels, index).flatten(), kept)
         det_scores = paddle.gather(det_scores.flatten(), kept)
