@@ -104,6 +104,26 @@ def test_exported_batch_matches_eager(exported, backend):
     assert_same_detections(results, eager)
 
 
+def test_exported_outputs_end_with_one_spare_row(exported):
+    out, eager, images = exported
+    detector = Detector(out, 'paddle')
+    feeds = collate([detector.preprocess(image) for image in images])
+    outputs = dict(zip(OUTPUT_NAMES, detector.runtime(feeds)))
+    count = int(outputs['bbox_num'].sum())
+    assert count == sum(len(e['cate_score']) for e in eager)
+    assert [len(outputs[k]) for k in ('segm', 'cate_label', 'cate_score', 'bbox')] == [count + 1] * 4
+
+
+def test_batch_without_detections_runs_with_onednn(tmp_path):
+    cfg, model = build_quickstart()
+    head = model.solov2_head.solo_cate
+    head.bias.set_value(paddle.full(head.bias.shape, -30.0))
+    export_model(model, cfg, str(tmp_path))
+    results = Detector(str(tmp_path), 'paddle').predict(synthetic_images())
+    assert [r['segm'].shape for r in results] == [(0, 300, 420), (0, 360, 240)]
+    assert all(len(r['bbox']) == len(r['cate_label']) == 0 for r in results)
+
+
 def test_paddle_inference_without_onednn_matches_eager(exported):
     out, eager, images = exported
     assert_same_detections(Detector(out, 'paddle', enable_mkldnn=False).predict(images), eager)

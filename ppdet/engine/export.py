@@ -3,7 +3,8 @@
 The exported program takes ``image [B,3,H,W]``, ``im_shape [B,2]`` and ``scale_factor [B,2]``
 and returns the model's final outputs (masks, labels, scores, boxes, counts) in the order of
 :data:`OUTPUT_NAMES`; ``infer_cfg.yml`` records that order, the preprocessing and the labels,
-so that ``deploy/python/infer.py`` needs nothing else.
+so that ``deploy/python/infer.py`` needs nothing else. The per-detection outputs have one spare
+row after the ``sum(bbox_num)`` detections (see :func:`spare_detection_row`).
 
 Paddle 3.3.1 cannot run any ``*_interp`` operator under oneDNN (its ``scale`` attribute, a
 double array, is rejected by the oneDNN instruction), and the ONNX converter rejects interp
@@ -21,9 +22,10 @@ import yaml
 from paddle.static import InputSpec
 
 from ppdet.core.errors import ConfigError
+from ppdet.engine.trainer import category_names
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
-           'export_model', 'infer_config', 'export_onnx']
+           'spare_detection_row', 'export_model', 'infer_config', 'export_onnx']
 
 OUTPUT_NAMES = ('segm', 'cate_label', 'cate_score', 'bbox', 'bbox_num')
 MODEL_FILE = 'model.json'
@@ -146,6 +148,24 @@ def export_safe_interpolate():
             m.interpolate = fn
 
 
+@contextlib.contextmanager
+def spare_detection_row(model):
+    """Meanwhile, heads with a ``spare_row`` switch append one row after the detections.
+
+    Rows are read by ``bbox_num``, so the spare row is never a detection; it keeps every tensor
+    non-empty for a batch without detections, where oneDNN kernels would fail.
+    """
+    heads = [layer for layer in model.sublayers(include_self=True)
+             if hasattr(layer, 'spare_row')]
+    for head in heads:
+        head.spare_row = True
+    try:
+        yield
+    finally:
+        for head in heads:
+            del head.spare_row      # back to the class default
+
+
 # --------------------------------------------------------------------------- export
 
 def export_model(model, cfg, output_dir, onnx=False, opset=16):
@@ -155,7 +175,7 @@ def export_model(model, cfg, output_dir, onnx=False, opset=16):
     """
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
-    with export_safe_interpolate():
+    with export_safe_interpolate(), spare_detection_row(model):
         static = paddle.jit.to_static(ExportModel(model), input_spec=input_spec(),
                                       full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, 'model'))
@@ -231,16 +251,6 @@ def _preprocess_ops(cfg):
     return ops
 
 
-def _label_list(cfg):
-    dataset = cfg.get('TestDataset') or {}
-    anno = os.path.join(dataset.get('dataset_dir') or '', dataset.get('anno_path') or '')
-    if os.path.isfile(anno):
-        with open(anno) as f:
-            categories = json.load(f).get('categories', [])
-        return [c['name'] for c in sorted(categories, key=lambda c: c['id'])]
-    return [f'class_{i}' for i in range(int(cfg.get('num_classes', 80)))]
-
-
 def infer_config(cfg):
     """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program."""
     head = cfg.get('SOLOv2Head') or {}
@@ -257,5 +267,5 @@ def infer_config(cfg):
         'inputs': [spec.name for spec in input_spec()],
         'outputs': list(OUTPUT_NAMES),
         'Preprocess': _preprocess_ops(cfg),
-        'label_list': _label_list(cfg),
+        'label_list': category_names(cfg),
     }
