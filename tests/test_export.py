@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, 'deploy', 'python'))
 from infer import Detector, split_batch  # noqa: E402
 from preprocess import Preprocessor, collate  # noqa: E402
 
-CATEGORY_BIAS = -3.5   # with the seeded weights: about 65 detections per image, 4 classes
+CATEGORY_BIAS = -3.8   # with the seeded weights: some 20-60 detections per image
 
 
 def seed_weights(model):
@@ -81,10 +81,18 @@ def exported(tmp_path_factory):
     return out, eager, images
 
 
+def by_label_then_score(det):
+    """``det`` reordered by label, then score: detections whose scores tie within round-off
+    (different classes) may come out in either order."""
+    order = np.lexsort((-det['cate_score'], det['cate_label']))
+    return {k: v[order] for k, v in det.items()}
+
+
 def assert_same_detections(mine, ref):
     assert len(mine) == len(ref)
     for got, want in zip(mine, ref):
-        assert len(want['cate_score']) >= 10                  # the check has real work
+        assert 10 <= len(want['cate_score']) < 100          # real work, below the cap
+        got, want = by_label_then_score(got), by_label_then_score(want)
         np.testing.assert_array_equal(got['cate_label'], want['cate_label'])
         np.testing.assert_allclose(got['cate_score'], want['cate_score'], atol=1e-4)
         assert got['segm'].shape == want['segm'].shape
