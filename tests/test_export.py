@@ -119,7 +119,8 @@ def test_exported_outputs_end_with_one_spare_row(exported):
     outputs = dict(zip(OUTPUT_NAMES, detector.runtime(feeds)))
     count = int(outputs['bbox_num'].sum())
     assert count == sum(len(e['cate_score']) for e in eager)
-    assert [len(outputs[k]) for k in ('segm', 'cate_label', 'cate_score', 'bbox')] == [count + 1] * 4
+    rows = [len(outputs[k]) for k in ('segm', 'cate_label', 'cate_score', 'bbox')]
+    assert rows == [count + 1] * 4
 
 
 def test_batch_without_detections_runs_with_onednn(tmp_path):
