@@ -266,3 +266,25 @@ def test_head_dcn_biases_learn_twice_as_fast_without_decay():
         assert state[key].regularizer._coeff == 0
     assert state['bbox_head.kernel_convs.0.conv.conv_offset.weight'].regularizer is None
     assert state['bbox_head.kernel_convs.0.norm.weight'].regularizer._coeff == 0
+
+
+def test_pairwise_intersections_equal_the_full_product():
+    from ppdet.modeling.layers.matrix_nms import pairwise_intersections
+    masks = paddle.to_tensor(np.random.RandomState(0).rand(2, 37, 50) < 0.4, 'float32')
+    full = paddle.bmm(masks, masks.transpose([0, 2, 1]))
+    np.testing.assert_array_equal(pairwise_intersections(masks).numpy(), full.numpy())
+
+
+def test_matrix_nms_with_fewer_inputs_than_slots_uses_the_best_scores():
+    rng = np.random.RandomState(5)
+    n = 30
+    masks, labels = random_masks(rng, n), rng.randint(0, 2, n)
+    scores = rng.uniform(0.2, 1.0, n).astype(np.float32)
+    best = np.argsort(-scores, kind='stable')[:12]
+    expected, _ = matrix_nms_numpy(masks[best], labels[best], scores[best])
+    index, out_scores, keep = MaskMatrixNMS(pre_nms_top_n=12, post_nms_top_n=12)(
+        paddle.to_tensor(masks.reshape(1, n, -1)), paddle.to_tensor(labels[None]),
+        paddle.to_tensor(scores[None]), paddle.ones([1, n], 'bool'))
+    keep = keep.numpy()[0]
+    np.testing.assert_array_equal(index.numpy()[0][keep], best[[k for k, _ in expected]])
+    np.testing.assert_allclose(out_scores.numpy()[0][keep], [s for _, s in expected], rtol=1e-5)
