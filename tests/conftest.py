@@ -13,3 +13,14 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason='../shared is not present')
+
+# Fuzz tests (hypothesis): the default profile is derandomised (the same examples on every
+# run, no example database) with a budget that keeps all fuzz tests within a couple of
+# minutes on a 2-core CI machine.  `HYPOTHESIS_PROFILE=thorough` searches much longer.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile('ci', derandomize=True, database=None, max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile('thorough', max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))

@@ -6,6 +6,7 @@ decorated with :func:`~ppdet.core.workspace.serializable`, which become
 """
 import copy
 import os
+import reprlib
 
 import yaml
 
@@ -117,7 +118,7 @@ def _read_yaml(path):
     try:
         with open(path, encoding='utf-8') as f:
             data = yaml.load(f, Loader=_Loader)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:  # not UTF-8, too deep
         where = getattr(e, 'problem_mark', None)
         line = f' (line {where.line + 1})' if where else ''
         problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
@@ -262,7 +263,7 @@ def merge_overrides(cfg, overrides):
     """
     tree = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else overrides
     for path, value in _flatten(tree or {}):
-        option = '.'.join(path) + '=' + repr(value)
+        option = '.'.join(map(str, path)) + '=' + reprlib.repr(value)
         _check_override(cfg, list(path), value, option)
     _deep_merge(cfg, tree or {}, cfg._sources, '-o')
     validate(cfg)

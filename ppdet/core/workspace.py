@@ -17,6 +17,7 @@ Every registered class stays an ordinary class, buildable from plain keyword arg
 """
 import difflib
 import inspect
+import reprlib
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -99,6 +100,11 @@ def _where(source):
     return f'{source}: ' if source else ''
 
 
+def _brief(value):
+    """A bounded repr: YAML aliases can make a value with billions of items."""
+    return reprlib.repr(value)
+
+
 def _check_type(name, key, value, default, source):
     """Refuse values that cannot work: a string or a scalar where a list is needed, etc."""
     if value is None or default is None or isinstance(value, ComponentSpec):
@@ -106,12 +112,13 @@ def _check_type(name, key, value, default, source):
     wants_list = isinstance(default, (list, tuple))
     if wants_list and not isinstance(value, (list, tuple)):
         raise ConfigError(f'{_where(source)}`{name}.{key}` must be a list like {list(default)!r}, '
-                          f'got {value!r}')
+                          f'got {_brief(value)}')
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f'{_where(source)}`{name}.{key}` must be true or false, got {value!r}')
+            raise ConfigError(f'{_where(source)}`{name}.{key}` must be true or false, '
+                              f'got {_brief(value)}')
     elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-        raise ConfigError(f'{_where(source)}`{name}.{key}` must be a number, got {value!r}')
+        raise ConfigError(f'{_where(source)}`{name}.{key}` must be a number, got {_brief(value)}')
 
 
 def check_section(name, cls, section, source):

@@ -1,1 +1,105 @@
+"""Datasets, transforms, SOLOv2 targets and readers.
 
+The engine's entry points::
+
+    dataset = build_dataset(cfg, 'train')          # 'train' | 'eval' | 'test'
+    loader = build_loader(cfg, 'train', dataset)   # iterable of batch dicts, has len()
+    loader.set_epoch(epoch)                        # before iterating each epoch
+
+Bad data is found when the dataset is built (annotations, and for training the image files'
+headers): it raises the first :class:`~ppdet.core.errors.DataError` unless the top-level
+``skip_bad_samples`` is true, in which case each bad image is left out with a warning.
+"""
+import logging
+
+import paddle
+
+from ppdet.core.errors import ConfigError, DataError
+from ppdet.core.workspace import REGISTRY, create
+
+from . import transforms  # noqa: F401  (registers the transforms)
+from .imageio import check_image_file
+from .reader import BATCH_KEYS, EvalReader, Loader, TestReader, TrainReader, head_grids
+from .source import COCODataSet, ImageFolder, QuickStartDataSet, generate_quickstart
+
+__all__ = ['build_dataset', 'build_loader', 'check_images', 'COCODataSet', 'ImageFolder',
+           'QuickStartDataSet', 'generate_quickstart', 'TrainReader', 'EvalReader',
+           'TestReader', 'Loader', 'BATCH_KEYS', 'head_grids']
+
+logger = logging.getLogger(__name__)
+
+_SECTIONS = {'train': ('TrainDataset', 'TrainReader'), 'eval': ('EvalDataset', 'EvalReader'),
+             'test': ('TestDataset', 'TestReader')}
+
+
+def _sections(cfg, mode):
+    if mode not in _SECTIONS:
+        raise ValueError(f'mode must be one of {list(_SECTIONS)}, got {mode!r}')
+    return _SECTIONS[mode]
+
+
+def check_images(dataset):
+    """Header-level checks of every image file (missing, empty, truncated, size mismatch);
+    returns the problems as :class:`DataError` objects and leaves the bad records out."""
+    problems, good = [], []
+    for record in dataset.records:
+        declared = (record['h'], record['w']) if 'h' in record else None
+        try:
+            check_image_file(record['im_file'], declared)
+            good.append(record)
+        except DataError as err:
+            problems.append(DataError(f'{err} (image id {int(record["im_id"][0])})'))
+    dataset.records = good
+    return problems
+
+
+def build_dataset(cfg, mode, images=None, validate_images=None):
+    """The ``{Train,Eval,Test}Dataset`` section's dataset, checked for bad data.
+
+    ``images`` (test mode): a file, folder or list for :class:`ImageFolder`.
+    ``validate_images``: read every image header now (default: in train mode).
+    """
+    key, _ = _sections(cfg, mode)
+    section = dict(cfg.get(key) or {})
+    name = section.pop('name', None)
+    if name not in REGISTRY:
+        raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` needs a `name` of a '
+                          f'registered dataset, got {name!r}')
+    dataset = REGISTRY[name](**section)
+    if images is not None:
+        dataset.set_images(images)
+    problems = list(getattr(dataset, 'problems', []))
+    if validate_images if validate_images is not None else mode == 'train':
+        problems += check_images(dataset)
+    if problems:
+        if not cfg.get('skip_bad_samples', False):
+            more = f' (and {len(problems) - 1} more problem(s): tools/check_dataset.py lists ' \
+                   f'them)' if len(problems) > 1 else ''
+            raise DataError(f'{problems[0]}{more}; set skip_bad_samples: true to leave bad '
+                            f'samples out')
+        for problem in problems:
+            logger.warning('skipped (skip_bad_samples): %s', problem)
+    if len(dataset) == 0 and mode != 'test':
+        raise DataError(f'{key}: no usable image left')
+    return dataset
+
+
+def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
+    """The reader of ``mode`` over ``dataset`` (built with :func:`build_dataset` if None).
+
+    Training splits the data across ranks (``DistributedBatchSampler``); evaluation and
+    inference by default give every rank all images (``split_ranks=True`` splits them).
+    Workers: the top-level ``worker_num`` for train/eval, 0 for test.
+    """
+    _, reader_key = _sections(cfg, mode)
+    if dataset is None:
+        dataset = build_dataset(cfg, mode)
+    reader = create(reader_key, cfg)
+    if num_workers is None:
+        num_workers = int(cfg.get('worker_num', 0) or 0) if mode != 'test' else 0
+    if split_ranks is None:
+        split_ranks = mode == 'train'
+    seed = cfg.get('seed')
+    return reader.loader(dataset, num_workers=num_workers, seed=0 if seed is None else int(seed),
+                         split_ranks=split_ranks and paddle.distributed.get_world_size() > 1,
+                         skip_bad_samples=bool(cfg.get('skip_bad_samples', False)))

@@ -26,12 +26,14 @@ def bilinear_matrix(in_size, out_size, in_len, out_len):
 def masks_to_boxes(masks):
     """Tight boxes ``[N, 4]`` (x1, y1, x2, y2; x2/y2 one past the last pixel, so ``x2 - x1`` is
     the width in pixels) of binary masks ``[N, H, W]``; all zeros for an empty mask."""
-    rows = masks.any(axis=2).astype('int32')
-    cols = masks.any(axis=1).astype('int32')
+    rows = masks.any(axis=2).astype('int64')
+    cols = masks.any(axis=1).astype('int64')
+    # one past the last set pixel as the largest (position + 1) among set pixels: ``flip``
+    # of a run-time-sized axis has no ONNX conversion
     y1 = rows.argmax(axis=1)
-    y2 = paddle.shape(rows)[1] - rows.flip(axis=1).argmax(axis=1)
+    y2 = (rows * paddle.arange(1, paddle.shape(rows)[1] + 1, dtype='int64')).max(axis=1)
     x1 = cols.argmax(axis=1)
-    x2 = paddle.shape(cols)[1] - cols.flip(axis=1).argmax(axis=1)
+    x2 = (cols * paddle.arange(1, paddle.shape(cols)[1] + 1, dtype='int64')).max(axis=1)
     nonempty = rows.max(axis=1) > 0
     boxes = paddle.stack([x1, y1, x2, y2], axis=1).astype('float32')
     return boxes * nonempty.astype('float32').unsqueeze(1)

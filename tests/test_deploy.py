@@ -1,0 +1,125 @@
+"""The deploy predictor (deploy/python/infer.py) as a user runs it on an exported model."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import PARITY, ROOT, needs_shared
+from test_export import exported, synthetic_images  # noqa: F401  (session fixture)
+
+DEPLOY = os.path.join(ROOT, 'deploy', 'python')
+sys.path.insert(0, DEPLOY)
+import infer  # noqa: E402
+from preprocess import Preprocessor, collate, decode_image  # noqa: E402
+from visualize import mask_to_rle  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('images')
+    for i, image in enumerate(synthetic_images()):
+        cv2.imwrite(str(folder / f'im{i}.png'), image[:, :, ::-1])
+    return folder
+
+
+@needs_shared
+def test_preprocessing_reproduces_the_reference_eval_input():
+    ref = np.load(os.path.join(PARITY, 'eval_solov2_r50_fpn_1x_coco.npz'))
+    ops = [{'type': 'NormalizeImage', 'is_scale': True, 'mean': [0.485, 0.456, 0.406],
+            'std': [0.229, 0.224, 0.225]},
+           {'type': 'Resize', 'interp': 1, 'keep_ratio': True, 'target_size': [320, 533]},
+           {'type': 'Permute'}, {'type': 'PadStride', 'stride': 32}]
+    image = decode_image(os.path.join(PARITY, '000000014439.jpg'))
+    feeds = collate([Preprocessor(ops)(image)])
+    assert feeds['image'].shape == ref['image'].shape
+    np.testing.assert_allclose(feeds['image'], ref['image'], atol=1e-5)
+    np.testing.assert_array_equal(feeds['im_shape'], ref['im_shape'])
+    np.testing.assert_array_equal(feeds['scale_factor'], ref['scale_factor'])
+
+
+@pytest.mark.parametrize('backend', ['paddle', 'onnx'])
+def test_batch_of_two_images_gives_drawings_and_results(exported, image_dir, tmp_path,
+                                                        backend, capsys):
+    out = tmp_path / 'out'
+    infer.main(['--model_dir', exported[0], '--image_dir', str(image_dir), '--batch_size', '2',
+                '--backend', backend, '--output_dir', str(out), '--save_results',
+                '--threshold', '0.1'])
+    assert sorted(os.listdir(out)) == ['im0.png', 'im1.png', 'results.json']
+    for i, image in enumerate(synthetic_images()):
+        drawn = cv2.imread(str(out / f'im{i}.png'))
+        assert drawn.shape == image.shape and not np.array_equal(drawn, image[:, :, ::-1])
+    with open(out / 'results.json') as f:
+        records = json.load(f)
+    assert {r['image'] for r in records} == {'im0.png', 'im1.png'}
+    assert set(records[0]) == {'image', 'category_id', 'category', 'score', 'bbox',
+                               'segmentation'}
+    assert all(r['score'] >= 0.1 and 0 <= r['category_id'] < 4 for r in records)
+    sizes = {'im0.png': [300, 420], 'im1.png': [360, 240]}
+    assert all(r['segmentation']['size'] == sizes[r['image']] for r in records)
+    assert capsys.readouterr().out.count('detections (score >= 0.1)') == 2
+
+
+def test_uncompressed_rle_decodes_to_the_mask_with_pycocotools():
+    mask_util = pytest.importorskip('pycocotools.mask')
+    rng = np.random.RandomState(0)
+    for mask in (rng.rand(7, 5) > 0.5, np.ones((4, 3), bool), np.zeros((3, 6), bool)):
+        rle = mask_to_rle(mask.astype(np.uint8))
+        decoded = mask_util.decode(mask_util.frPyObjects(rle, *rle['size']))
+        np.testing.assert_array_equal(decoded, mask)
+
+
+def test_run_benchmark_prints_the_three_stages(exported, image_dir, tmp_path, capsys):
+    infer.main(['--model_dir', exported[0], '--image_dir', str(image_dir), '--batch_size', '2',
+                '--output_dir', str(tmp_path), '--run_benchmark', '--warmup', '1',
+                '--repeats', '2', '--cpu_threads', '2'])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if 'ms per image' in ln)
+    assert 'batch of 2, 1 warm-up + 2 timed runs' in line
+    times = dict(part.strip().rsplit(' ', 1) for part in line.split(':', 1)[1].split(','))
+    assert set(times) == {'preprocess', 'inference', 'postprocess', 'total'}
+    assert all(float(v) > 0 for v in times.values())
+
+
+def test_video_is_written_with_every_frame_annotated(exported, tmp_path):
+    video = str(tmp_path / 'clip.avi')
+    frames = [synthetic_images()[0][:, :, ::-1]] * 5
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'MJPG'), 5, (420, 300))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    infer.main(['--model_dir', exported[0], '--video_file', video, '--batch_size', '2',
+                '--output_dir', str(tmp_path / 'out'), '--threshold', '0.1'])
+    capture = cv2.VideoCapture(str(tmp_path / 'out' / 'clip.mp4'))
+    written = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        written.append(frame)
+    assert len(written) == 5 and written[0].shape == (300, 420, 3)
+    assert np.abs(written[4].astype(int) - frames[4]).mean() > 5     # masks were drawn
+
+
+def test_predictor_runs_without_the_training_code(exported, image_dir, tmp_path):
+    """A fresh interpreter that runs the predictor has imported nothing from ppdet."""
+    code = ('import runpy, sys; sys.argv = sys.argv[1:]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__"); '
+            'assert not [m for m in sys.modules if m.split(".")[0] == "ppdet"]')
+    proc = subprocess.run(
+        [sys.executable, '-c', code, os.path.join(DEPLOY, 'infer.py'), '--model_dir',
+         exported[0], '--image_file', str(image_dir / 'im0.png'), '--output_dir',
+         str(tmp_path)], cwd=str(tmp_path), capture_output=True, text=True,
+        env={**os.environ, 'PYTHONPATH': ''})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'im0.png:' in proc.stdout
+
+
+def test_missing_export_folder_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(['--model_dir', str(tmp_path), '--image_file', 'x.jpg'])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and 'infer_cfg.yml: not found' in err

@@ -1,0 +1,152 @@
+"""The exported quick-start SOLOv2 gives the eager model's results in Paddle Inference (oneDNN
+on) and in onnxruntime, for a batch of two images of different sizes."""
+import os
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+import yaml
+
+from conftest import PARITY, ROOT
+
+from ppdet.core.config import load_config
+from ppdet.core.workspace import create
+from ppdet.engine.export import OUTPUT_NAMES, export_model, export_safe_interpolate, \
+    safe_interpolate
+
+sys.path.insert(0, os.path.join(ROOT, 'deploy', 'python'))
+from infer import Detector, split_batch  # noqa: E402
+from preprocess import Preprocessor, collate  # noqa: E402
+
+CATEGORY_BIAS = -3.5   # with the seeded weights: about 65 detections per image, 4 classes
+
+
+def seed_weights(model):
+    """Deterministic weights that produce detections (the parity fixtures' seeding where
+    ``../shared`` exists, paddle's initialisers under a fixed seed otherwise)."""
+    if os.path.isdir(PARITY):
+        sys.path.insert(0, PARITY)
+        import seeded_weights
+        seeded_weights.apply_to_layer(model)
+    head = model.solov2_head.solo_cate
+    head.bias.set_value(paddle.full(head.bias.shape, CATEGORY_BIAS))
+
+
+def build_quickstart():
+    import ppdet.modeling  # noqa: F401
+    paddle.seed(0)
+    cfg = load_config(os.path.join(ROOT, 'configs', 'quickstart.yml'))
+    model = create(cfg.architecture, cfg)
+    seed_weights(model)
+    model.eval()
+    return cfg, model
+
+
+def synthetic_images():
+    """Two RGB images of different sizes and aspect ratios with a few solid shapes."""
+    rng = np.random.RandomState(7)
+    images = []
+    for h, w in ((300, 420), (360, 240)):
+        image = (rng.rand(h, w, 3) * 60 + 90).astype(np.uint8)
+        for _ in range(5):
+            x, y = rng.randint(0, w - 60), rng.randint(0, h - 60)
+            colour = tuple(int(c) for c in rng.randint(0, 255, 3))
+            cv2.rectangle(image, (x, y), (x + rng.randint(20, 60), y + rng.randint(20, 60)),
+                          colour, -1)
+            cv2.circle(image, (rng.randint(30, w - 30), rng.randint(30, h - 30)), 25, colour, -1)
+        images.append(image)
+    return images
+
+
+@pytest.fixture(scope='session')
+def exported(tmp_path_factory):
+    """(export folder, eager results per image, the images): ONNX included."""
+    pytest.importorskip('paddle2onnx')
+    cfg, model = build_quickstart()
+    out = str(tmp_path_factory.mktemp('export') / 'quickstart')
+    export_model(model, cfg, out, onnx=True)
+    with open(os.path.join(out, 'infer_cfg.yml')) as f:
+        preprocess = Preprocessor(yaml.safe_load(f)['Preprocess'])
+    images = synthetic_images()
+    samples = [preprocess(image) for image in images]
+    feeds = collate(samples)
+    with paddle.no_grad():
+        eager = model.predict(*(paddle.to_tensor(feeds[k])
+                                for k in ('image', 'im_shape', 'scale_factor')))
+    eager = split_batch({k: v.numpy() for k, v in eager.items()},
+                        [info['orig_hw'] for _, info in samples])
+    return out, eager, images
+
+
+def assert_same_detections(mine, ref):
+    assert len(mine) == len(ref)
+    for got, want in zip(mine, ref):
+        assert len(want['cate_score']) >= 10                  # the check has real work
+        np.testing.assert_array_equal(got['cate_label'], want['cate_label'])
+        np.testing.assert_allclose(got['cate_score'], want['cate_score'], atol=1e-4)
+        assert got['segm'].shape == want['segm'].shape
+        a, b = got['segm'].astype(bool), want['segm'].astype(bool)
+        inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        assert iou.min() >= 0.99
+        np.testing.assert_allclose(got['bbox'][:, 2:], want['bbox'][:, 2:], atol=1.0)
+
+
+@pytest.mark.parametrize('backend', ['paddle', 'onnx'])
+def test_exported_batch_matches_eager(exported, backend):
+    out, eager, images = exported
+    detector = Detector(out, backend, cpu_threads=1)           # paddle: oneDNN on
+    results = detector.predict(images)
+    assert [r['segm'].shape[1:] for r in results] == [im.shape[:2] for im in images]
+    assert_same_detections(results, eager)
+
+
+def test_paddle_inference_without_onednn_matches_eager(exported):
+    out, eager, images = exported
+    assert_same_detections(Detector(out, 'paddle', enable_mkldnn=False).predict(images), eager)
+
+
+def test_infer_cfg_records_preprocessing_outputs_and_thresholds(exported):
+    out, _, _ = exported
+    with open(os.path.join(out, 'infer_cfg.yml')) as f:
+        cfg = yaml.safe_load(f)
+    assert [op['type'] for op in cfg['Preprocess']] == [
+        'NormalizeImage', 'Resize', 'Permute', 'PadStride']
+    assert cfg['Preprocess'][1]['target_size'] == [256, 256]
+    assert cfg['Preprocess'][3]['stride'] == 32
+    assert cfg['outputs'] == list(OUTPUT_NAMES)
+    assert cfg['inputs'] == ['image', 'im_shape', 'scale_factor']
+    assert len(cfg['label_list']) == 4
+    assert (cfg['arch'], cfg['mask'], cfg['score_threshold']) == ('SOLOv2', True, 0.1)
+    assert sorted(os.listdir(out)) == ['infer_cfg.yml', 'model.json', 'model.onnx',
+                                       'model.pdiparams']
+
+
+def test_exported_program_has_no_interp_operator(exported):
+    """Paddle 3.3.1 cannot run interp operators under oneDNN: none may be exported."""
+    with open(os.path.join(exported[0], 'model.json')) as f:
+        program = f.read()
+    assert 'bilinear_interp' not in program and 'nearest_interp' not in program
+    assert '"1.conv2d"' in program
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(size=[50, 34], mode='bilinear'), dict(size=[7, 9], mode='bilinear'),
+    dict(scale_factor=0.5, mode='bilinear', align_mode=0), dict(scale_factor=2, mode='bilinear'),
+    dict(scale_factor=4, mode='bilinear'), dict(size=[31, 23], mode='bilinear',
+                                                align_corners=True),
+    dict(scale_factor=2., mode='nearest'), dict(size=[9, 40], mode='nearest')])
+def test_safe_interpolate_equals_paddle_interpolate(kwargs):
+    x = paddle.to_tensor(np.random.RandomState(0).rand(2, 3, 25, 17).astype('float32'))
+    np.testing.assert_allclose(safe_interpolate(x, **kwargs).numpy(),
+                               F.interpolate(x, **kwargs).numpy(), atol=3e-6)
+
+
+def test_interpolate_is_restored_after_export():
+    with export_safe_interpolate():
+        assert F.interpolate is safe_interpolate
+    assert F.interpolate is not safe_interpolate
+    assert paddle.nn.functional.common.interpolate is not safe_interpolate
