@@ -65,7 +65,7 @@ class MaskMatrixNMS:
         else:                       # sorting the K x K products is cheaper than the masks
             inter = _permute_square(pairwise_intersections(masks), order)
         labels = batched_gather(labels, order)
-        areas = paddle.diagonal(inter, axis1=1, axis2=2)
+        areas = (inter * paddle.eye(k, dtype=inter.dtype)).sum(axis=2)    # exports to ONNX
         union = areas.unsqueeze(2) + areas.unsqueeze(1) - inter
         iou = inter / paddle.maximum(union, paddle.full_like(union, 1.))
         same_label = (labels.unsqueeze(2) == labels.unsqueeze(1)).astype('float32')
