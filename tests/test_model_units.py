@@ -268,13 +268,6 @@ def test_head_dcn_biases_learn_twice_as_fast_without_decay():
     assert state['bbox_head.kernel_convs.0.norm.weight'].regularizer._coeff == 0
 
 
-def test_pairwise_intersections_equal_the_full_product():
-    from ppdet.modeling.layers.matrix_nms import pairwise_intersections
-    masks = paddle.to_tensor(np.random.RandomState(0).rand(2, 37, 50) < 0.4, 'float32')
-    full = paddle.bmm(masks, masks.transpose([0, 2, 1]))
-    np.testing.assert_array_equal(pairwise_intersections(masks).numpy(), full.numpy())
-
-
 def test_matrix_nms_with_fewer_inputs_than_slots_uses_the_best_scores():
     rng = np.random.RandomState(5)
     n = 30

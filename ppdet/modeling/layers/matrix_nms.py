@@ -1,6 +1,5 @@
 """Matrix NMS (SOLOv2, Wang et al., 2020): soft suppression of overlapping masks, in one pass."""
 import paddle
-import paddle.nn.functional as F
 
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import register, serializable
@@ -61,9 +60,10 @@ class MaskMatrixNMS:
         scores, order = paddle.topk(scores, k, axis=1)
         masks = masks.astype('float32')
         if k < masks.shape[1]:      # more slots than NMS inputs: drop the rest first
-            inter = pairwise_intersections(batched_gather(masks, order))
+            masks = batched_gather(masks, order)
+            inter = paddle.matmul(masks, masks, transpose_y=True)
         else:                       # sorting the K x K products is cheaper than the masks
-            inter = _permute_square(pairwise_intersections(masks), order)
+            inter = _permute_square(paddle.matmul(masks, masks, transpose_y=True), order)
         labels = batched_gather(labels, order)
         areas = (inter * paddle.eye(k, dtype=inter.dtype)).sum(axis=2)    # exports to ONNX
         union = areas.unsqueeze(2) + areas.unsqueeze(1) - inter
@@ -77,23 +77,6 @@ class MaskMatrixNMS:
         top_scores, top = paddle.topk(decayed, n, axis=1)
         return (batched_gather(order, top), top_scores,
                 batched_gather(keep.astype('int32'), top).astype('bool'))
-
-
-def pairwise_intersections(masks, blocks=4):
-    """``inter[b, i, j] = Σ_p masks[b, i, p] · masks[b, j, p]`` for 0/1 masks ``[B, K, P]``.
-
-    The product is symmetric: only the block upper triangle is multiplied (about 60 % of the
-    work of the full product), then mirrored.
-    """
-    k = masks.shape[1]
-    step = -(-k // blocks)
-    rows = []
-    for start in range(0, k, step):
-        block = paddle.bmm(masks[:, start:start + step],
-                           masks[:, start:].transpose([0, 2, 1]))
-        rows.append(F.pad(block, [start, 0], data_format='NCL'))
-    upper = paddle.triu(paddle.concat(rows, axis=1))
-    return upper + paddle.triu(upper, diagonal=1).transpose([0, 2, 1])
 
 
 def _permute_square(matrix, order):
