@@ -281,3 +281,28 @@ def test_matrix_nms_with_fewer_inputs_than_slots_uses_the_best_scores():
     keep = keep.numpy()[0]
     np.testing.assert_array_equal(index.numpy()[0][keep], best[[k for k, _ in expected]])
     np.testing.assert_allclose(out_scores.numpy()[0][keep], [s for _, s in expected], rtol=1e-5)
+
+
+def test_matrix_nms_returns_fixed_slots_for_few_candidates():
+    masks = np.zeros((1, 3, 16), np.float32)
+    masks[0, 0, :8] = masks[0, 1, :7] = masks[0, 2, 8:] = 1
+    index, scores, keep = MaskMatrixNMS(post_nms_top_n=100)(
+        paddle.to_tensor(masks), paddle.to_tensor([[1, 1, 1]]),
+        paddle.to_tensor([[0.9, 0.8, 0.5]]), paddle.to_tensor([[True, True, True]]))
+    assert index.shape == [1, 100] and keep.numpy().sum() == 3
+    np.testing.assert_array_equal(index.numpy()[0, :3], [0, 2, 1])   # mask 1 decayed below 2
+    iou = 7 / 8
+    np.testing.assert_allclose(scores.numpy()[0, :3],
+                               [0.9, 0.5, 0.8 * math.exp(-2 * iou ** 2)], rtol=1e-6)
+
+
+def test_resize_taps_apply_the_composed_bilinear_maps():
+    from ppdet.modeling.post_process import apply_taps, resize_taps
+    rng = np.random.RandomState(1)
+    rows = paddle.matmul(
+        bilinear_matrix(paddle.to_tensor([30., 21.]), paddle.to_tensor([45., 13.]), 32, 45),
+        bilinear_matrix(paddle.to_tensor([8.]), paddle.to_tensor([32.]), 8, 32))
+    start, weights = resize_taps(rows)
+    x = paddle.to_tensor(rng.rand(2, 8, 5), 'float32')
+    np.testing.assert_allclose(apply_taps(x, start, weights).numpy(),
+                               paddle.bmm(rows, x).numpy(), atol=1e-6)
