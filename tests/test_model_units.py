@@ -294,15 +294,3 @@ def test_matrix_nms_returns_fixed_slots_for_few_candidates():
     iou = 7 / 8
     np.testing.assert_allclose(scores.numpy()[0, :3],
                                [0.9, 0.5, 0.8 * math.exp(-2 * iou ** 2)], rtol=1e-6)
-
-
-def test_resize_taps_apply_the_composed_bilinear_maps():
-    from ppdet.modeling.post_process import apply_taps, resize_taps
-    rng = np.random.RandomState(1)
-    rows = paddle.matmul(
-        bilinear_matrix(paddle.to_tensor([30., 21.]), paddle.to_tensor([45., 13.]), 32, 45),
-        bilinear_matrix(paddle.to_tensor([8.]), paddle.to_tensor([32.]), 8, 32))
-    start, weights = resize_taps(rows)
-    x = paddle.to_tensor(rng.rand(2, 8, 5), 'float32')
-    np.testing.assert_allclose(apply_taps(x, start, weights).numpy(),
-                               paddle.bmm(rows, x).numpy(), atol=1e-6)

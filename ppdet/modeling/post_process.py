@@ -1,8 +1,6 @@
 """Export-friendly helpers of the SOLOv2 post-processing: mask resizing and mask boxes."""
 import paddle
 
-from .ops import batched_gather
-
 
 def bilinear_matrix(in_size, out_size, in_len, out_len):
     """The linear map of a bilinear resize (``align_corners=False``, half-pixel centres, as
@@ -23,29 +21,6 @@ def bilinear_matrix(in_size, out_size, in_len, out_len):
     weights = (cols == lo.unsqueeze(2)).astype('float32') * (1. - frac) + \
         (cols == hi.unsqueeze(2)).astype('float32') * frac
     return weights * (dst < out_size).astype('float32').unsqueeze(2)
-
-
-def resize_taps(matrix, taps=3):
-    """A resize matrix ``[N, out, in]`` whose rows have their weights within ``taps``
-    consecutive columns, as ``start [N, out]`` and ``weights [N, out, taps]``.
-
-    Bilinear resizes use 2 consecutive inputs per output; two in a row, 3 at most.
-    """
-    in_len = paddle.shape(matrix)[2]
-    first = (matrix > 0).astype('int32').argmax(axis=2)
-    start = paddle.clip(paddle.minimum(first, (in_len - taps).astype(first.dtype)), min=0)
-    index = start.unsqueeze(2) + paddle.arange(taps, dtype=start.dtype)
-    weights = batched_gather(matrix.flatten(0, 1), index.flatten(0, 1))
-    return start, weights.reshape(paddle.shape(index))
-
-
-def apply_taps(x, start, weights):
-    """``out[n, i] = Σ_t weights[n, i, t] · x[n, start[n, i] + t]`` for ``x [N, in, ...]``."""
-    out = None
-    for t in range(weights.shape[2]):
-        term = weights[:, :, t:t + 1] * batched_gather(x, start + t)
-        out = term if out is None else out + term
-    return out
 
 
 def masks_to_boxes(masks):

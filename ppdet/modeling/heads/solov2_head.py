@@ -19,7 +19,7 @@ from ..layers.drop_block import DropBlock
 from ..layers.matrix_nms import MaskMatrixNMS
 from ..ops import batched_gather
 from ..losses.solov2_loss import SOLOv2Loss
-from ..post_process import apply_taps, bilinear_matrix, masks_to_boxes, resize_taps
+from ..post_process import bilinear_matrix, masks_to_boxes
 
 __all__ = ['SOLOv2Head', 'point_nms']
 
@@ -228,19 +228,15 @@ class SOLOv2Head(nn.Layer):
         """Soft masks ``[N, H/4 * W/4]`` -> binary masks at the original size, the reference's
         way: bilinear x4 to the padded input, crop to the resized image, bilinear to the
         original size, threshold. Both resizes are linear and separable, so each axis is one
-        composed map with at most 3 taps per output pixel."""
+        composed matrix per image; columns are mapped first, at the low resolution."""
         padded_hw = feat_hw * 4
         crop_hw = paddle.floor(im_shape)
         orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
         out_hw = orig_hw.max(axis=0).astype('int32')
-        taps = []
-        for axis in (0, 1):
-            matrix = paddle.matmul(
-                bilinear_matrix(crop_hw[:, axis], orig_hw[:, axis], padded_hw[axis],
-                                out_hw[axis]),
-                bilinear_matrix(feat_hw[axis:axis + 1], padded_hw[axis:axis + 1],
-                                feat_hw[axis], padded_hw[axis]))
-            taps.append([paddle.gather(t, image_of) for t in resize_taps(matrix)])
+        rows, cols = [paddle.gather(paddle.matmul(
+            bilinear_matrix(crop_hw[:, axis], orig_hw[:, axis], padded_hw[axis], out_hw[axis]),
+            bilinear_matrix(feat_hw[axis:axis + 1], padded_hw[axis:axis + 1], feat_hw[axis],
+                            padded_hw[axis])), image_of) for axis in (0, 1)]
         masks = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
-        masks = apply_taps(masks.transpose([0, 2, 1]), *taps[1]).transpose([0, 2, 1])
-        return apply_taps(masks, *taps[0]) > self.mask_threshold
+        masks = paddle.matmul(rows, paddle.matmul(masks, cols, transpose_y=True))
+        return masks > self.mask_threshold
