@@ -5,7 +5,9 @@
 Cases, each in its own process so that its peak RSS is its own:
 
 * eager eval forward of ``solov2_r50_fpn_1x`` (batch 1, seeded weights, the parity fixture's
-  photo stretched to 512x512 and 800x1216): network and post-processing;
+  photo stretched to 512x512 and 800x1216): network and post-processing; the network is the
+  reference's op for op, so the in-run baseline is the same network followed by a
+  reference-style post-processing (SOLOV2_SPEC 10.1-10.4 as the reference runs it);
 * ``MaskMatrixNMS`` on 500 candidates with masks of 128x128 and 200x304, against a
   reference-style implementation (SOLOV2_SPEC 10.3 as the reference writes it: sort, gather
   every mask, full product) measured in the same process on the same input, with a check that
@@ -89,6 +91,42 @@ def photo(height, width):
 
 # --------------------------------------------------------------------------- forward
 
+def reference_style_prediction(head, cate_logits, kernels, mask_feat, im_shape, scale_factor):
+    """SOLOV2_SPEC 10.1-10.4 written the way the reference runs it (batch 1, dummy entry,
+    data-dependent sizes, interpolate / crop / interpolate, y scale for both axes)."""
+    import paddle
+    import paddle.nn.functional as F
+    channels = mask_feat.shape[1]
+    scores = paddle.concat([head.category_scores(c).reshape([-1, head.num_classes])
+                            for c in cate_logits])
+    kernel_rows = paddle.concat([k.transpose([0, 2, 3, 1]).reshape([-1, channels])
+                                 for k in kernels])
+    kernel_rows = paddle.concat([kernel_rows, paddle.ones([1, channels])])
+    strides = paddle.concat([head.cell_strides, paddle.zeros([1])])
+    found = paddle.nonzero(scores > head.score_threshold)
+    cells = paddle.concat([found[:, 0], paddle.to_tensor([scores.shape[0]], 'int64')])
+    labels = paddle.concat([found[:, 1], paddle.zeros([1], 'int64')])
+    cand_scores = paddle.concat([paddle.gather_nd(scores, found), paddle.zeros([1])])
+    seg = F.sigmoid(F.conv2d(mask_feat, paddle.gather(kernel_rows, cells)
+                             .unsqueeze(-1).unsqueeze(-1)))[0]
+    seg_masks = (seg > head.mask_threshold).astype('float32')
+    sum_masks = seg_masks.sum((1, 2))
+    keep = paddle.nonzero(sum_masks > paddle.gather(strides, cells)).flatten()
+    keep = paddle.concat([keep, paddle.to_tensor([cells.shape[0] - 1], keep.dtype)])
+    seg, seg_masks = paddle.gather(seg, keep), paddle.gather(seg_masks, keep)
+    sum_masks, labels = paddle.gather(sum_masks, keep), paddle.gather(labels, keep)
+    cand_scores = paddle.gather(cand_scores, keep) * (seg * seg_masks).sum((1, 2)) / sum_masks
+    seg, cand_scores, labels, _ = reference_style_matrix_nms(seg, seg_masks, labels,
+                                                             cand_scores, sum_masks)
+    h, w = int(im_shape[0, 0]), int(im_shape[0, 1])
+    orig = (im_shape[0] / scale_factor[0, 0] + 0.5).astype('int32').tolist()
+    up = F.interpolate(seg.unsqueeze(0), size=[4 * mask_feat.shape[2], 4 * mask_feat.shape[3]],
+                       mode='bilinear', align_corners=False)[:, :, :h, :w]
+    up = F.interpolate(up, size=orig, mode='bilinear', align_corners=False)[0]
+    return {'segm': (up > head.mask_threshold).astype('uint8'), 'cate_label': labels,
+            'cate_score': cand_scores}
+
+
 def case_forward(height, width, repeats):
     import paddle
     model = build_model()
@@ -101,9 +139,14 @@ def case_forward(height, width, repeats):
         total = timer(lambda: model.predict(image, im_shape, scale_factor))
         outputs = model.extract(image)
         post = timer(lambda: model.solov2_head.get_prediction(*outputs, im_shape, scale_factor))
+        ref_post = timer(lambda: reference_style_prediction(model.solov2_head, *outputs,
+                                                            im_shape, scale_factor))
         detections = int(model.predict(image, im_shape, scale_factor)['bbox_num'].sum())
     size = f'{height}x{width}'
-    return {f'forward {size}': total, f'post-processing {size}': post,
+    network = [t - p for t, p in zip(total, post)]
+    return {f'forward {size}': total,
+            f'reference-style forward {size}': [n + r for n, r in zip(network, ref_post)],
+            f'post-processing {size}': post, f'reference-style post-processing {size}': ref_post,
             f'forward {size} peak RSS (GB)': peak_rss_gb(), f'detections {size}': detections}
 
 
