@@ -225,7 +225,8 @@ def case_nms(height, width, repeats):
             np.allclose(my_scores.numpy()[0][keep], ref_scores.numpy()[real], atol=1e-6))
     size = f'{height}x{width}'
     return {f'Matrix NMS {size}': mine, f'reference-style Matrix NMS {size}': ref,
-            f'Matrix NMS {size} same result': bool(same), f'Matrix NMS {size} kept': int(keep.sum())}
+            f'Matrix NMS {size} same result': bool(same),
+            f'Matrix NMS {size} kept': int(keep.sum())}
 
 
 # --------------------------------------------------------------------------- train step
@@ -294,7 +295,7 @@ def run_case(spec, repeats):
 
 
 def print_table(results):
-    print(f'| what | ours: wall s | ours: CPU s | reference | ratio (wall) | ratio (CPU) |')
+    print('| what | ours: wall s | ours: CPU s | reference | ratio (wall) | ratio (CPU) |')
     print('| --- | ---: | ---: | ---: | ---: | ---: |')
     for key, value in results.items():
         if isinstance(value, list):

@@ -75,7 +75,7 @@ class MaskMatrixNMS:
         decayed = paddle.concat([paddle.where(keep, decayed, paddle.full_like(decayed, -1.)),
                                  padding], axis=1)
         top_scores, top = paddle.topk(decayed, self.post_nms_top_n, axis=1)
-        keep = paddle.concat([keep.astype('int32'), padding.astype('int32') * 0], axis=1)
+        keep = paddle.concat([keep.astype('int32'), paddle.zeros_like(padding, 'int32')], axis=1)
         last = (paddle.shape(order)[1] - 1).astype(top.dtype)
         index = batched_gather(order, paddle.minimum(top, last))
         return index, top_scores, batched_gather(keep, top).astype('bool')
