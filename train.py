@@ -28,6 +28,7 @@ def main(argv):
     elif cfg.get('pretrain_weights'):
         trainer.load_weights(cfg['pretrain_weights'], strict=False, what='pretrain_weights')
     trainer.train(validate=bool(cfg.get('eval')))
+    return trainer
 
 
 if __name__ == '__main__':

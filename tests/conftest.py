@@ -19,8 +19,8 @@ needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason='../shared i
 # minutes on a 2-core CI machine.  `HYPOTHESIS_PROFILE=thorough` searches much longer.
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile('ci', derandomize=True, database=None, max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile('ci', derandomize=True, database=None, max_examples=100,
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile('thorough', max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))

@@ -1,6 +1,5 @@
 """The training loop with a tiny stand-in model and reader: resume, NaN guard, snapshots, EMA."""
 import json
-import os
 
 import numpy as np
 import paddle
@@ -91,6 +90,8 @@ def test_resume_continues_with_the_same_losses(tmp_path):
     resumed_cfg = make_cfg(tmp_path / 'b')
     resumed = run(resumed_cfg, resume=str(tmp_path / 'b' / 'tiny' / '0'))
     assert resumed.start_epoch == 1
+    steps = [r['step'] for r in rows(tmp_path / 'b' / 'tiny' / 'metrics.jsonl')]
+    assert steps == list(range(24))              # the rows of the re-run steps are not doubled
     a = [r for r in rows(tmp_path / 'a' / 'tiny' / 'metrics.jsonl') if r['epoch'] == 2]
     b = [r for r in rows(tmp_path / 'b' / 'tiny' / 'metrics.jsonl') if r['epoch'] == 2]
     assert len(a) == 8 and [r['step'] for r in a] == [r['step'] for r in b]
@@ -157,3 +158,10 @@ def test_resume_from_a_missing_checkpoint_is_one_clear_error(tmp_path):
                       build_loader=lambda c, m: TinyLoader())
     with pytest.raises(CheckpointError, match='checkpoint not found'):
         trainer.resume(str(tmp_path / 'nope' / '3'))
+
+
+def test_keep_last_k_counts_the_snapshots_of_a_resumed_run(tmp_path):
+    run(make_cfg(tmp_path, epoch=3))                      # writes 0, 1, model_final
+    run(make_cfg(tmp_path, epoch=5), resume=str(tmp_path / 'tiny' / '1'))
+    names = sorted(p.name for p in (tmp_path / 'tiny').iterdir() if p.suffix == '.pdparams')
+    assert names == ['2.pdparams', '3.pdparams', 'model_final.pdparams']

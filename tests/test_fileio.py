@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from ppdet.core.errors import CheckpointError, WeightsError
-from ppdet.utils.fileio import TEMP_SUFFIX, load_file, save_file
+from ppdet.utils.fileio import TEMP_SUFFIX, load_file, save_file, save_files
 
 from conftest import PARITY, needs_shared
 
@@ -30,7 +30,7 @@ def assert_same(got, want):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
     else:
-        assert got == want
+        assert got == want or (got != got and want != want)  # NaN
 
 
 def tiny_model(seed):
@@ -63,7 +63,7 @@ def training_objects():
                               'history': [paddle.ones([2]), (1, 'a'), None, True]},
         'numpy state': {k: v.numpy() for k, v in model.state_dict().items()},
         'numpy scalars': {'a': np.float32(1.5), 'b': np.arange(3, dtype=np.int64), 'd': 'text',
-                          'e': np.array(['u'])},
+                          'e': np.array([1 + 2j]), 'f': np.array([True])},
         'bare tensor': paddle.arange(6, dtype='float32').reshape([2, 3]),
         'bare DenseTensor': dense,
         'DenseTensor inside': {'x': [dense, 1.0]},
@@ -304,3 +304,14 @@ def test_ordered_dicts_stay_ordered_dicts(tmp_path):
     path = str(tmp_path / 'x.pdparams')
     save_file(obj, path)
     assert_same(load_file(path), obj)
+
+
+def test_save_files_renames_only_when_all_are_written(tmp_path):
+    prefix = str(tmp_path / '3')
+    save_files({prefix + '.pdopt': {'last_epoch': 3}, prefix + '.pdparams': {'w': np.ones(1)}})
+    assert load_file(prefix + '.pdopt') == {'last_epoch': 3}
+    with pytest.raises(ValueError):  # the second object cannot be written
+        save_files({prefix + '.pdopt': {'last_epoch': 4},
+                    prefix + '.pdparams': {'layer': paddle.nn.Linear(1, 1)}})
+    assert load_file(prefix + '.pdopt') == {'last_epoch': 3}  # the first was not renamed
+    assert sorted(os.listdir(tmp_path)) == ['3.pdopt', '3.pdparams']

@@ -65,8 +65,10 @@ def test_a_pdparams_whose_reduce_creates_a_file_is_refused_and_creates_nothing(t
     (exec, ('import os',), 'builtins.exec'),
     (getattr, ('text', 'upper'), 'builtins.getattr'),
     (np.load, ('x.npy',), 'numpy.load'),
-    (np.dtype, ('O',), 'an array of Python objects'),
-    (np.dtype, ([('a', 'f4'), ('b', 'O')],), 'an array of Python objects'),
+    (np.dtype, ('O',), 'an array of dtype object'),
+    (np.dtype, ([('a', 'f4'), ('b', 'O')],), "an array of dtype [('a', '<f4'), ('b', 'O')]"),
+    (np.dtype, ('V8',), 'an array of dtype |V8'),
+    (np.dtype, ('U3',), 'an array of dtype <U3'),
     (np.core.multiarray._reconstruct, (np.matrix, (0,), b'b'), 'numpy.matrix'),
     (bytes, (10 ** 12,), 'bytes() with arguments'),
 ])
@@ -78,6 +80,18 @@ def test_other_callables_and_arguments_are_refused(tmp_path, monkeypatch, functi
                                   protocol=4))
     refused(path, forbidden)
     assert os.listdir(tmp_path) == ['crafted.pdopt']
+
+
+def test_a_record_dtype_flagged_as_holding_objects_is_refused(tmp_path):
+    # Its state (flags 63) would make numpy treat the float64 field as object pointers.
+    flagged = np.dtype('V8')
+    flagged.__setstate__((3, '|', None, ('a',), {'a': (np.dtype('f8'), 0)}, 8, 1, 63))
+    assert flagged.hasobject
+    payload = pickle.dumps({'w': np.zeros(2, [('a', 'f8')]).view(flagged)}, protocol=4)
+    assert pickle.loads(payload)['w'].dtype.hasobject  # what plain pickle gives
+    path = tmp_path / 'flags.pdparams'
+    path.write_bytes(payload)
+    refused(path, 'an array of dtype |V8')
 
 
 def test_a_codec_other_than_latin1_is_refused(tmp_path):

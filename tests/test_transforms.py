@@ -244,3 +244,33 @@ def test_reference_entries_build_every_transform():
         {'Gt2Solov2Target': {'num_grids': [40, 36, 24, 16, 12], 'coord_sigma': 0.2}}], 'test')
     assert [type(op).__name__ for op in ops][-2:] == ['PadBatch', 'Gt2Solov2Target']
     assert ops[-1].num_grids == [40, 36, 24, 16, 12] and ops[-1].sampling_ratio == 4.0
+
+
+@pytest.mark.parametrize('dtype, integer', [(np.uint8, True), (np.float32, True),
+                                            (np.float32, False)])
+def test_normalize_lookup_path_equals_exact_arithmetic(dtype, integer):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (17, 23, 3))
+    image = (np.round(image) if integer else image).astype(dtype)
+    op = NormalizeImage()
+    fast = op({'image': image})['image']
+    assert fast.dtype == np.float32 and np.array_equal(fast, op._exact(image))
+
+
+@pytest.mark.parametrize('entry, message', [
+    ('Permute: 1', 'arguments of `Permute` must be a mapping'),
+    ('7: {}', 'unknown transform `7`'),
+])
+def test_malformed_transform_entries_are_config_errors(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_reader(tmp_path, entry))
+
+
+def test_transform_list_and_reader_section_must_have_the_right_shape(tmp_path):
+    path = tmp_path / 'r.yml'
+    path.write_text('TrainReader: {sample_transforms: Decode}\n')
+    with pytest.raises(ConfigError, match=r'r.yml: .*sample_transforms.* must be a list'):
+        load_config(str(path))
+    path.write_text('EvalReader: 3\n')
+    with pytest.raises(ConfigError, match=r'r.yml: `EvalReader` must be a mapping'):
+        load_config(str(path))

@@ -6,12 +6,12 @@ decorated with :func:`~ppdet.core.workspace.serializable`, which become
 """
 import copy
 import os
-import reprlib
 
 import yaml
 
 from .errors import ConfigError
-from .workspace import REGISTRY, SERIALIZABLE, ComponentSpec, check_section, closest
+from .workspace import (REGISTRY, SERIALIZABLE, ComponentSpec, check_section, closest,
+                        short_repr)
 
 __all__ = ['Config', 'load_config', 'merge_overrides', 'parse_overrides', 'current_config',
            'dump_config', 'config_check', 'RUNTIME_KEYS']
@@ -263,7 +263,7 @@ def merge_overrides(cfg, overrides):
     """
     tree = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else overrides
     for path, value in _flatten(tree or {}):
-        option = '.'.join(map(str, path)) + '=' + reprlib.repr(value)
+        option = '.'.join(map(str, path)) + '=' + short_repr(value)
         _check_override(cfg, list(path), value, option)
     _deep_merge(cfg, tree or {}, cfg._sources, '-o')
     validate(cfg)

@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 __all__ = ['register', 'serializable', 'create', 'instantiate', 'ComponentSpec',
            'get_schema', 'check_section', 'REGISTRY', 'SERIALIZABLE', 'load_config', 'merge_config',
-           'closest']
+           'closest', 'short_repr']
 
 REGISTRY = {}
 SERIALIZABLE = {}
@@ -100,9 +100,14 @@ def _where(source):
     return f'{source}: ' if source else ''
 
 
-def _brief(value):
-    """A bounded repr: YAML aliases can make a value with billions of items."""
-    return reprlib.repr(value)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def short_repr(value):
+    """A repr of bounded length: YAML aliases can make a value with billions of items."""
+    return _SHORT.repr(value)
 
 
 def _check_type(name, key, value, default, source):
@@ -112,13 +117,14 @@ def _check_type(name, key, value, default, source):
     wants_list = isinstance(default, (list, tuple))
     if wants_list and not isinstance(value, (list, tuple)):
         raise ConfigError(f'{_where(source)}`{name}.{key}` must be a list like {list(default)!r}, '
-                          f'got {_brief(value)}')
+                          f'got {short_repr(value)}')
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f'{_where(source)}`{name}.{key}` must be true or false, '
-                              f'got {_brief(value)}')
+                              f'got {short_repr(value)}')
     elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-        raise ConfigError(f'{_where(source)}`{name}.{key}` must be a number, got {_brief(value)}')
+        raise ConfigError(f'{_where(source)}`{name}.{key}` must be a number, '
+                          f'got {short_repr(value)}')
 
 
 def check_section(name, cls, section, source):

@@ -12,8 +12,6 @@ headers): it raises the first :class:`~ppdet.core.errors.DataError` unless the t
 """
 import logging
 
-import paddle
-
 from ppdet.core.errors import ConfigError, DataError
 from ppdet.core.workspace import REGISTRY, create
 
@@ -32,7 +30,7 @@ _SECTIONS = {'train': ('TrainDataset', 'TrainReader'), 'eval': ('EvalDataset', '
              'test': ('TestDataset', 'TestReader')}
 
 
-def _sections(cfg, mode):
+def _sections(mode):
     if mode not in _SECTIONS:
         raise ValueError(f'mode must be one of {list(_SECTIONS)}, got {mode!r}')
     return _SECTIONS[mode]
@@ -59,10 +57,10 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
     ``images`` (test mode): a file, folder or list for :class:`ImageFolder`.
     ``validate_images``: read every image header now (default: in train mode).
     """
-    key, _ = _sections(cfg, mode)
+    key, _ = _sections(mode)
     section = dict(cfg.get(key) or {})
     name = section.pop('name', None)
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` needs a `name` of a '
                           f'registered dataset, got {name!r}')
     dataset = REGISTRY[name](**section)
@@ -87,11 +85,13 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
 def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
     """The reader of ``mode`` over ``dataset`` (built with :func:`build_dataset` if None).
 
-    Training splits the data across ranks (``DistributedBatchSampler``); evaluation and
-    inference by default give every rank all images (``split_ranks=True`` splits them).
+    Training splits the data across ranks with ``paddle.io.DistributedBatchSampler`` (padded
+    so every rank runs the same number of steps).  Evaluation and inference give every rank
+    all images by default; ``split_ranks=True`` gives each image to exactly one rank (no
+    padding, no duplicates: gather the results of all ranks).
     Workers: the top-level ``worker_num`` for train/eval, 0 for test.
     """
-    _, reader_key = _sections(cfg, mode)
+    _, reader_key = _sections(mode)
     if dataset is None:
         dataset = build_dataset(cfg, mode)
     reader = create(reader_key, cfg)
@@ -101,5 +101,5 @@ def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
         split_ranks = mode == 'train'
     seed = cfg.get('seed')
     return reader.loader(dataset, num_workers=num_workers, seed=0 if seed is None else int(seed),
-                         split_ranks=split_ranks and paddle.distributed.get_world_size() > 1,
+                         split_ranks=split_ranks, even_ranks=mode == 'train',
                          skip_bad_samples=bool(cfg.get('skip_bad_samples', False)))

@@ -50,7 +50,10 @@ def _check_complete(head, tail, path):
 def decode_image(data, path):
     """Bytes -> RGB uint8 ``[h, w, 3]``: EXIF orientation applied, grey/CMYK/RGBA/16-bit
     converted to the 3-channel view the annotations describe."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header that declares an impossible size
+        image = None
     if image is None:
         raise DataError(f'{path}: not a decodable image (corrupt or unsupported format)')
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -61,10 +64,10 @@ def image_size(path):
     try:
         with Image.open(path) as im:
             width, height = im.size
-            orientation = im.getexif().get(0x0112, 1) if im.format == 'JPEG' else 1
+            orientation = im.getexif().get(0x0112, 1) if im.format in ('JPEG', 'PNG') else 1
     except FileNotFoundError:
         raise DataError(f'{path}: image file not found') from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f'{path}: not a readable image ({e})') from None
     if orientation in (5, 6, 7, 8):       # rotated by 90 degrees
         width, height = height, width

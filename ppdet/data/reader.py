@@ -7,7 +7,8 @@
 Reproducibility (kill-and-resume gives the same data):
 
 * The order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (``Loader.set_epoch``),
-  then split across ranks by ``paddle.io.DistributedBatchSampler`` (one rank: all of it).
+  then split across ranks: for training by ``paddle.io.DistributedBatchSampler`` (padded so
+  every rank runs the same steps), for a split evaluation one image per rank, no padding.
 * Sample ``i`` of epoch ``e`` is transformed with ``numpy.random.default_rng([seed, e, i])``;
   random ops draw only from it.  Batches therefore do not depend on the number of workers, on
   which worker builds which batch, nor on where a run was resumed
@@ -18,6 +19,7 @@ from the SOLOv2 head's section (or the head class's defaults); giving both with 
 values fails at config load, naming both files.
 """
 import logging
+import traceback
 
 import numpy as np
 import paddle
@@ -26,9 +28,10 @@ from ppdet.core.config import config_check
 from ppdet.core.errors import ConfigError, DataError
 from ppdet.core.workspace import REGISTRY, check_section, closest, get_schema, register
 
-from .transforms import build_transforms, parse_entry
+from .transforms import build_transforms, check_entry_list, parse_entry
 
-__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'BATCH_KEYS', 'head_grids']
+__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'EpochBatchSampler', 'BATCH_KEYS',
+           'head_grids']
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,8 @@ _MAX_REPLACEMENTS = 16
 
 # -- grids: one source of truth ------------------------------------------------------------
 def _head_section_name(cfg):
-    arch = cfg.get(cfg.get('architecture') or '', None)
+    architecture = cfg.get('architecture')
+    arch = cfg.get(architecture) if isinstance(architecture, str) else None
     name = arch.get('solov2_head') if isinstance(arch, dict) else None
     return name if isinstance(name, str) else 'SOLOv2Head'
 
@@ -73,36 +77,47 @@ def _as_lists(value):
     return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+def _check_transforms(cfg, reader, section):
+    source = cfg.source_of(reader) or 'config'
+    for key in ('sample_transforms', 'batch_transforms'):
+        where = f'{source}: {reader}.{key}'
+        for entry in check_entry_list(section.get(key), where):
+            parse_entry(entry, where)
+
+
+def _check_grids(cfg, reader):
+    grids = head_grids(cfg)
+    for args in _target_entries(cfg, reader):      # entries already checked: mappings
+        for key in GRID_KEYS:
+            if key in args and key in grids and _as_lists(args[key]) != _as_lists(grids[key][0]):
+                raise ConfigError(
+                    f'{cfg.source_of(reader) or "config"}: {reader} Gt2Solov2Target.{key} '
+                    f'{args[key]} differs from {grids[key][1]}: {grids[key][0]}; set it in one '
+                    f'place (leave it out of Gt2Solov2Target to use the head\'s)')
+
+
+def _check_dataset_section(cfg, key, section):
+    name, where = section.get('name'), cfg.source_of(key) or 'config'
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ConfigError(f'{where}: {key}.name `{name}` is not a registered dataset'
+                          f'{closest(name, REGISTRY)}')
+    check_section(key, REGISTRY[name], {k: v for k, v in section.items() if k != 'name'}, where)
+
+
 @config_check
-def check_reader_sections(cfg):
-    """Transform names and arguments of every reader; dataset sections; grid agreement."""
+def check_data_sections(cfg):
+    """Transform names and arguments of every reader, grid agreement, dataset sections."""
+    for key in READERS + DATASETS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` must be a mapping of '
+                              f'keys, got {cfg[key]!r:.40}')
     for reader in READERS:
-        section = cfg.get(reader)
-        if not isinstance(section, dict):
-            continue
-        source = cfg.source_of(reader) or 'config'
-        for key in ('sample_transforms', 'batch_transforms'):
-            for entry in section.get(key) or []:
-                parse_entry(entry, f'{source}: {reader}.{key}')
-        grids = head_grids(cfg)
-        for args in _target_entries(cfg, reader):
-            for key in GRID_KEYS:
-                if key in args and key in grids and \
-                        _as_lists(args[key]) != _as_lists(grids[key][0]):
-                    raise ConfigError(
-                        f'{source}: {reader} Gt2Solov2Target.{key} {args[key]} differs from '
-                        f'{grids[key][1]}: {grids[key][0]}; set it in one place (leave it out '
-                        f'of Gt2Solov2Target to use the head\'s)')
+        if cfg.get(reader) is not None:
+            _check_transforms(cfg, reader, cfg[reader])
+            _check_grids(cfg, reader)
     for key in DATASETS:
-        section = cfg.get(key)
-        if isinstance(section, dict):
-            name = section.get('name')
-            where = cfg.source_of(key) or 'config'
-            if name not in REGISTRY:
-                raise ConfigError(f'{where}: {key}.name `{name}` is not a registered dataset'
-                                  f'{closest(name, REGISTRY)}')
-            check_section(f'{key}', REGISTRY[name],
-                          {k: v for k, v in section.items() if k != 'name'}, where)
+        if cfg.get(key) is not None:
+            _check_dataset_section(cfg, key, cfg[key])
 
 
 # -- sampling ------------------------------------------------------------------------------
@@ -116,14 +131,41 @@ class _Positions(paddle.io.Dataset):
         return self.n
 
 
-class EpochBatchSampler:
-    """Batches of ``(epoch, index)``: order drawn from ``(seed, epoch)``, split by rank."""
+class _RankSlices:
+    """Rank ``r`` of ``n`` takes positions ``r, r+n, ...`` in batches, nothing repeated."""
 
-    def __init__(self, num_samples, batch_size, shuffle, drop_last, seed, split_ranks=True):
+    def __init__(self, num_samples, batch_size, num_replicas=None, rank=None):
+        replicas = paddle.distributed.get_world_size() if num_replicas is None else num_replicas
+        rank = paddle.distributed.get_rank() if rank is None else rank
+        self.positions = np.arange(rank, num_samples, replicas)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.positions), self.batch_size):
+            yield self.positions[start:start + self.batch_size].tolist()
+
+    def __len__(self):
+        return -(-len(self.positions) // self.batch_size)
+
+
+class EpochBatchSampler:
+    """Batches of ``(epoch, index)``: order drawn from ``(seed, epoch)``, split by rank.
+
+    ``even=True`` (training): ``paddle.io.DistributedBatchSampler``, which pads the order by
+    repeating its head so every rank runs the same number of steps.  ``even=False``
+    (evaluation): each image on exactly one rank, the last batches may be smaller.
+    """
+
+    def __init__(self, num_samples, batch_size, shuffle, drop_last, seed, num_replicas=None,
+                 rank=None, even=True):
+        """``num_replicas`` / ``rank``: None reads them from ``paddle.distributed``."""
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
-        kwargs = {} if split_ranks else {'num_replicas': 1, 'rank': 0}
-        self._positions = paddle.io.DistributedBatchSampler(
-            _Positions(num_samples), batch_size, shuffle=False, drop_last=drop_last, **kwargs)
+        if even:
+            self._positions = paddle.io.DistributedBatchSampler(
+                _Positions(num_samples), batch_size, num_replicas=num_replicas, rank=rank,
+                shuffle=False, drop_last=drop_last)
+        else:
+            self._positions = _RankSlices(num_samples, batch_size, num_replicas, rank)
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):
@@ -145,6 +187,32 @@ class EpochBatchSampler:
 
 
 # -- per-sample and per-batch work (runs in the workers) ------------------------------------
+class _Failure:
+    """An error raised while loading, carried to the main process as a batch.
+
+    Paddle's DataLoader hangs when a dataset or collate function raises with 0 workers, so
+    errors travel as data: :class:`Loader` re-raises them where the batch is consumed.
+    """
+
+    KEY = 'data_error'
+
+    def __init__(self, error):
+        self.is_data_error = isinstance(error, DataError)
+        self.message = str(error) if self.is_data_error else ''.join(
+            traceback.format_exception(type(error), error, error.__traceback__))
+
+    def as_batch(self):
+        text = ('D' if self.is_data_error else 'E') + self.message
+        return {self.KEY: np.frombuffer(text.encode('utf-8'), np.uint8).copy()}
+
+    @classmethod
+    def error_of(cls, batch):
+        text = bytes(np.asarray(batch[cls.KEY]).astype(np.uint8)).decode('utf-8')
+        if text[0] == 'D':
+            return DataError(text[1:])
+        return RuntimeError(f'data loading failed in a worker:\n{text[1:]}')
+
+
 class _TransformedDataset(paddle.io.Dataset):
     """``dataset[(epoch, i)]``: sample ``i`` through the sample transforms, seeded."""
 
@@ -162,8 +230,7 @@ class _TransformedDataset(paddle.io.Dataset):
             sample = op(sample, rng)
         return sample
 
-    def __getitem__(self, key):
-        epoch, index = key
+    def _replaceable(self, epoch, index):
         for attempt in range(_MAX_REPLACEMENTS):
             try:
                 return self.transform(epoch, (index + attempt) % len(self.dataset))
@@ -174,6 +241,12 @@ class _TransformedDataset(paddle.io.Dataset):
         raise DataError(f'{_MAX_REPLACEMENTS} bad samples in a row from index {index}; '
                         f'check the dataset with tools/check_dataset.py')
 
+    def __getitem__(self, key):
+        try:
+            return self._replaceable(*key)
+        except Exception as err:     # noqa: BLE001  (re-raised by Loader in the main process)
+            return _Failure(err)
+
 
 class _Collate:
     """Batch transforms, then stack every batch key (per-level targets stay lists)."""
@@ -182,6 +255,15 @@ class _Collate:
         self.ops = ops
 
     def __call__(self, samples):
+        failure = next((s for s in samples if isinstance(s, _Failure)), None)
+        if failure is not None:
+            return failure.as_batch()
+        try:
+            return self._collate(samples)
+        except Exception as err:     # noqa: BLE001  (re-raised by Loader in the main process)
+            return _Failure(err).as_batch()
+
+    def _collate(self, samples):
         for op in self.ops:
             samples = op(samples)
         batch = {}
@@ -193,7 +275,31 @@ class _Collate:
                 batch[key] = [np.stack(level) for level in zip(*values)]
             else:
                 batch[key] = np.stack([np.asarray(v) for v in values])
-        return batch
+        return _carry_empty_levels(batch)
+
+
+# Paddle cannot move a zero-size array through shared memory, so a level without any positive
+# in the batch travels as one zero row and is cut back to zero rows by ``Loader``.
+_EMPTY_LEVELS = 'empty_levels'
+
+
+def _carry_empty_levels(batch):
+    empty = [l for l, rows in enumerate(batch.get('ins_label', [])) if rows.shape[1] == 0]
+    for l in empty:
+        rows = batch['ins_label'][l]
+        batch['ins_label'][l] = np.zeros(rows.shape[:1] + (1,) + rows.shape[2:], rows.dtype)
+        batch['grid_order'][l] = np.zeros((rows.shape[0], 1), np.int32)
+    if empty:
+        batch[_EMPTY_LEVELS] = np.array(empty, np.int64)
+    return batch
+
+
+def _restore_empty_levels(batch):
+    if _EMPTY_LEVELS in batch:
+        for l in batch.pop(_EMPTY_LEVELS).numpy().tolist():
+            batch['ins_label'][l] = batch['ins_label'][l][:, :0]
+            batch['grid_order'][l] = batch['grid_order'][l][:, :0]
+    return batch
 
 
 class Loader:
@@ -201,10 +307,11 @@ class Loader:
 
     def __init__(self, dataset, sample_ops, batch_ops, batch_size=1, shuffle=False,
                  drop_last=False, num_workers=0, use_shared_memory=False, seed=0,
-                 split_ranks=True, skip_bad_samples=False):
+                 split_ranks=True, even_ranks=True, skip_bad_samples=False):
         self.dataset = dataset
+        ranks = {} if split_ranks else {'num_replicas': 1, 'rank': 0}
         self.batch_sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last,
-                                               seed, split_ranks)
+                                               seed, even=even_ranks, **ranks)
         self.samples = _TransformedDataset(dataset, sample_ops, seed, skip_bad_samples)
         self._loader = paddle.io.DataLoader(
             self.samples, batch_sampler=self.batch_sampler, collate_fn=_Collate(batch_ops),
@@ -217,7 +324,10 @@ class Loader:
         return len(self.batch_sampler)
 
     def __iter__(self):
-        return iter(self._loader)
+        for batch in self._loader:
+            if _Failure.KEY in batch:
+                raise _Failure.error_of(batch)
+            yield _restore_empty_levels(batch)
 
 
 # -- the reader sections -------------------------------------------------------------------
@@ -249,10 +359,12 @@ class _Reader:
             entries.append(entry)
         return {'batch_transforms': entries}
 
-    def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, skip_bad_samples=False):
+    def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, even_ranks=True,
+               skip_bad_samples=False):
+        """See :class:`Loader`; ``even_ranks``: pad so every rank gets as many batches."""
         return Loader(dataset, self.sample_ops, self.batch_ops, self.batch_size, self.shuffle,
                       self.drop_last, num_workers, self.use_shared_memory, seed, split_ranks,
-                      skip_bad_samples)
+                      even_ranks, skip_bad_samples)
 
 
 @register

@@ -58,6 +58,17 @@ class MetricsWriter(Callback):
     def __init__(self, path):
         self.path = path
 
+    def on_train_begin(self, trainer):
+        """A resumed run drops the rows after its checkpoint: they are about to be redone."""
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path, encoding='utf-8') as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if json.loads(line).get('step', 0) < trainer.global_step]
+        if len(kept) != len(lines):
+            with open(self.path, 'w', encoding='utf-8') as f:
+                f.writelines(kept)
+
     def _write(self, row):
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(row) + '\n')
@@ -101,6 +112,12 @@ class Checkpointer(Callback):
         self.keep_max = keep_max
         self.snapshots = []
         self.best_ap = -1000.
+
+    def on_train_begin(self, trainer):
+        # snapshots of an earlier run in this folder (resume) count towards the K kept
+        names = [f[:-len('.pdparams')] for f in os.listdir(trainer.save_dir)
+                 if f.endswith('.pdparams')]
+        self.snapshots = sorted((n for n in names if n.isdigit()), key=int)
 
     def on_snapshot(self, trainer, status):
         name = 'model_final' if status['final'] else str(status['epoch'])

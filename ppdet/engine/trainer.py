@@ -16,7 +16,8 @@ from ppdet.core.workspace import create
 from ppdet.metrics import COCOMetric, load_categories
 from ppdet.optimizer import ModelEMA
 from ppdet.utils.logger import setup_logger
-from ppdet.utils.checkpoint import assign_state, load_checkpoint, load_weights, save_checkpoint
+from ppdet.utils.checkpoint import (assign_state, load_checkpoint, load_weights, save_checkpoint,
+                                    weights_path)
 
 from . import callbacks as cb
 from .env import epoch_seed, init_distributed, seed_everything, select_device
@@ -152,7 +153,7 @@ class Trainer:
     def resume(self, path):
         """Restore model, EMA, optimizer, schedule, epoch, step and seed from a checkpoint."""
         params, opt, ema_raw = load_checkpoint(path)
-        file = str(path)
+        file = weights_path(path)
         if self.ema is not None and ema_raw is not None:
             assign_state(self.model, ema_raw, file + '.pdema')
             self.ema.resume(params, (opt or {}).get('LR_Scheduler', {}).get('last_epoch', 0))
@@ -168,7 +169,11 @@ class Trainer:
             self.seed = int(opt.pop('seed', self.seed))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f'{path}.pdopt: not a checkpoint of this toolkit ({e})') from e
-        self.optimizer.set_state_dict(self._rename_optimizer_state(opt, to_structured=False))
+        try:
+            self.optimizer.set_state_dict(self._rename_optimizer_state(opt, to_structured=False))
+        except (AssertionError, KeyError, ValueError) as e:
+            raise CheckpointError(f'{file}.pdopt: the optimizer state does not fit this model '
+                                  f'and config ({e})') from e
         logger.info(f'resumed from {path}: epoch {self.start_epoch}, step {self.global_step}')
 
     def save(self, name, status):
@@ -309,7 +314,21 @@ class Trainer:
                 init_loss_scaling=self.cfg.get('init_loss_scaling', 1024))
         return self.grad_scaler
 
+    @paddle.no_grad()
+    def _average_buffers(self):
+        """Average BN running statistics over the ranks (each saw its own data), so every
+        rank evaluates, and rank 0 saves, the same model."""
+        # paddle keeps BN statistics as non-trainable parameters, not as buffers
+        tensors = {id(t): t for t in self.model.state_dict().values() if t.stop_gradient}
+        for buffer in tensors.values():
+            if buffer.dtype in (paddle.float32, paddle.float16, paddle.float64):
+                total = buffer.clone()
+                dist.all_reduce(total)
+                buffer.set_value(total / self.world_size)
+
     def _snapshot(self, model, callbacks, status, validate):
+        if self.world_size > 1:
+            self._average_buffers()
         if self.ema is not None:
             self.raw_state = {k: v.clone() for k, v in self.model.state_dict().items()}
             self.model.set_state_dict(self.ema.apply())

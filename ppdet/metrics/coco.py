@@ -139,8 +139,8 @@ def evaluate_records(anno_file, records, iou_type, classwise=False):
         precision = coco_eval.eval['precision'][:, :, :, 0, -1]   # iou, recall, class; all, 100
         for k, catid in enumerate(coco_eval.params.catIds):
             p = precision[:, :, k]
-            per_class[gt.loadCats(int(catid))[0]['name']] = float(p[p > -1].mean()) if (p > -1).any() \
-                else float('nan')
+            name = gt.loadCats(int(catid))[0]['name']
+            per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float('nan')
     return [float(s) for s in coco_eval.stats], summary, per_class
 
 

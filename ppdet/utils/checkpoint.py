@@ -9,21 +9,19 @@
   ``.pdopt`` (optimizer, scheduler, epoch, step, RNG seeds).
 
 Files are read with :func:`ppdet.utils.fileio.load_file` and written with
-:func:`ppdet.utils.fileio.save_file` only.
+:func:`ppdet.utils.fileio.save_files` only.
 """
-import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ppdet.core.errors import CheckpointError, WeightsError
-from ppdet.utils.fileio import load_file, save_file
+from ppdet.utils.fileio import load_file, save_files
 
-__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups', 'LoadReport',
-           'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
+__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups',
+           'LoadReport', 'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
 
-logger = logging.getLogger(__name__)
 
 EXTENSIONS = ('.pdparams', '.pdopt', '.pdmodel', '.pdema')
 
@@ -174,16 +172,19 @@ def save_checkpoint(prefix, model_state, optimizer_state=None, extra=None, ema_r
 
     ``model_state`` holds every state_dict key, aliases included.  ``.pdopt`` gets the
     optimizer's state (momentum buffers and ``LR_Scheduler``) plus ``extra`` (epoch, step,
-    seeds...).  Writes are atomic: an interrupted save leaves the previous file.
+    seeds...).  Writes are atomic: an interrupted save leaves the previous files.
     """
-    save_file({k: _to_numpy(v) for k, v in model_state.items()}, prefix + '.pdparams')
+    files = {}
     if ema_raw_state is not None:
-        save_file({k: _to_numpy(v) for k, v in ema_raw_state.items()}, prefix + '.pdema')
+        files[prefix + '.pdema'] = {k: _to_numpy(v) for k, v in ema_raw_state.items()}
     if optimizer_state is not None:
         state = {k: (_to_numpy(v) if hasattr(v, 'numpy') else v)
                  for k, v in optimizer_state.items()}
         state.update(extra or {})
-        save_file(state, prefix + '.pdopt')
+        files[prefix + '.pdopt'] = state
+    # renamed last: a .pdparams on disk means its .pdopt / .pdema are complete
+    files[prefix + '.pdparams'] = {k: _to_numpy(v) for k, v in model_state.items()}
+    save_files(files)
 
 
 def _to_numpy(value):

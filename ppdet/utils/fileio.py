@@ -1,7 +1,7 @@
 """Reading and writing weight and checkpoint files.
 
 Every load of a ``.pdparams`` / ``.pdopt`` / ``.pdema`` file in the toolkit goes through
-:func:`load_file`, every write through :func:`save_file`.
+:func:`load_file`, every write through :func:`save_file` or :func:`save_files`.
 
 ``paddle.save`` writes pickles, and an ordinary unpickler runs whatever a file tells it to.
 :func:`load_file` admits only the few globals that ``paddle.save`` (paddle 1.x to 3.x) and numpy
@@ -11,6 +11,8 @@ returns: the saved structure with numpy arrays where tensors were.
 
 :func:`save_file` writes a temporary file in the target's folder, fsyncs it, renames it over
 the target and fsyncs the folder: a run killed at any moment leaves the old or the new file.
+:func:`save_files` does the same for the files of one checkpoint, renaming them together once
+all are written.
 """
 import collections
 import glob
@@ -22,7 +24,7 @@ import numpy as np
 
 from ppdet.core.errors import CheckpointError, WeightsError
 
-__all__ = ['load_file', 'save_file', 'TEMP_SUFFIX']
+__all__ = ['load_file', 'save_file', 'save_files', 'TEMP_SUFFIX']
 
 # Keys paddle.save adds to a state dict: tensor names, and the parts of arrays it split up
 # (protocols 2-3 cannot hold one object over 4 GB).
@@ -50,10 +52,14 @@ def _new_array(subtype, shape, dtype):
 
 
 def _new_dtype(*args):
-    """``numpy.dtype``, without object dtypes (arrays of arbitrary Python objects)."""
+    """``numpy.dtype`` of numbers or booleans, what tensors hold.
+
+    Other kinds are refused: object arrays hold arbitrary Python objects, and the state that
+    follows a flexible dtype (strings, records) can flag it as holding objects.
+    """
     dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise _Refused('an array of Python objects')
+    if dtype.kind not in 'biufc':
+        raise _Refused(f'an array of dtype {dtype}')
     return dtype
 
 
@@ -220,8 +226,29 @@ def save_file(obj, path):
     Temporary files left by an earlier, killed write of the same target are removed first.
     Raises :class:`CheckpointError` when the folder cannot be written.
     """
-    import paddle
+    save_files({path: obj})
 
+
+def save_files(objects):
+    """Write the files of one checkpoint, ``{path: obj}``, renaming them only once all are
+    written, in the given order: put the ``.pdparams`` last, and when it is there the others
+    (``.pdopt``, ``.pdema``) written with it are complete too.
+    """
+    temps = {}
+    try:
+        for path, obj in objects.items():
+            temps[path] = _new_temp_file(path)
+            _write(obj, temps[path], path)
+        for path, tmp in temps.items():
+            _rename(tmp, path)
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _new_temp_file(path):
+    """An empty temporary file next to ``path`` (permissions from the umask); its name."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}')
     try:
@@ -232,14 +259,23 @@ def save_file(obj, path):
     except OSError as e:
         raise CheckpointError(f'{path}: cannot write to the folder {folder} '
                               f'({e.strerror or e})') from e
+    return tmp
+
+
+def _write(obj, tmp, path):
+    import paddle
+
     try:
         paddle.save(obj, tmp)
         _fsync(tmp)
-        os.replace(tmp, path)
-        if os.name == 'posix':  # make the rename itself durable
-            _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         raise CheckpointError(f'{path}: writing failed ({e.strerror or e})') from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def _rename(tmp, path):
+    try:
+        os.replace(tmp, path)
+        if os.name == 'posix':  # make the rename itself durable
+            _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise CheckpointError(f'{path}: writing failed ({e.strerror or e})') from e

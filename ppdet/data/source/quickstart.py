@@ -2,7 +2,7 @@
 
 Four classes of filled shapes, each with its own outline and colour family (red discs, green
 squares, blue triangles, yellow stars), 2-6 per image over textured backgrounds, with sizes
-spread over the quick-start scale ranges (box side about 12 to 160 px on 256-px images).
+spread over the quick-start scale ranges (shape side about 12 to 210 px on 256-px images).
 Shapes overlap; every annotation describes the visible part only (polygons traced from the
 visible mask, no instance hidden by more than half, no holes).  About one image in six holds a
 crowd region: a cluster of tiny shapes annotated as one ``iscrowd`` RLE.
@@ -23,10 +23,12 @@ from ppdet.core.workspace import register
 
 from .coco import COCODataSet
 
-__all__ = ['QuickStartDataSet', 'generate_quickstart', 'CATEGORIES']
+__all__ = ['QuickStartDataSet', 'generate_quickstart', 'CATEGORIES', 'GENERATOR_VERSION']
 
 logger = logging.getLogger(__name__)
 
+# Raised whenever the generated data changes: an older generated copy is then replaced.
+GENERATOR_VERSION = 2
 CATEGORIES = ['disc', 'square', 'triangle', 'star']
 # OpenCV hue (0-180) of each class's colour family.
 _HUES = [0, 60, 115, 28]
@@ -70,15 +72,17 @@ def _fill(polygon, hw):
 
 def _background(rng, size):
     """Muted texture: low-frequency blotches, stripes and grain around a grey-ish colour."""
-    base = rng.uniform(70, 190, 3) * np.array([1, 1, 1]) + rng.uniform(-20, 20, 3)
+    base = rng.uniform(70, 190) + rng.uniform(-20, 20, 3)
     tint = rng.normal(0, 25, (6, 6, 1)) + rng.normal(0, 8, (6, 6, 3))
-    blotches = cv2.resize(tint, (size, size), interpolation=cv2.INTER_CUBIC)
-    y, x = np.mgrid[:size, :size].astype(np.float32)
-    theta, period = rng.uniform(0, np.pi), rng.uniform(6, 24)
-    stripes = rng.uniform(4, 14) * np.sin((x * np.cos(theta) + y * np.sin(theta)) * 2 * np.pi
-                                          / period)
-    grain = rng.standard_normal((size, size, 3), np.float32) * 6
-    return base + blotches + stripes[..., None] + grain
+    image = cv2.resize(tint.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    theta, period, amplitude = rng.uniform(0, np.pi), rng.uniform(6, 24), rng.uniform(4, 14)
+    phase = np.arange(size, dtype=np.float32) * np.float32(2 * np.pi / period)
+    across, down = phase * np.float32(np.cos(theta)), phase * np.float32(np.sin(theta))
+    # sin(across_x + down_y) as two outer products
+    stripes = np.outer(np.cos(down), np.sin(across)) + np.outer(np.sin(down), np.cos(across))
+    image += (amplitude * stripes)[..., None]
+    image += rng.standard_normal((size, size, 3), np.float32) * 6 + base.astype(np.float32)
+    return image
 
 
 def _colour(rng, category):
@@ -128,7 +132,7 @@ def _draw_shapes(rng, size, count):
     for _ in range(count):
         for _attempt in range(20):
             category = int(rng.integers(len(CATEGORIES)))
-            side = float(np.exp(rng.uniform(np.log(12), np.log(160))))
+            side = float(np.exp(rng.uniform(np.log(12), np.log(210))))
             centre = rng.uniform(side * 0.3, size - side * 0.3, 2)
             polygon = _outline(category, side, rng.uniform(0, 2 * np.pi)) + centre
             shape = _Shape(category, _fill(polygon, (size, size)), _colour(rng, category))
@@ -194,7 +198,8 @@ def _write_split(root, split, count, size, seed):
         images.append({'id': i + 1, 'file_name': name, 'height': size, 'width': size})
         for ann in anns:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=i + 1))
-    coco = {'info': {'description': f'quick-start shapes, {split} split, seed {seed}'},
+    coco = {'info': {'description': f'quick-start shapes, {split} split, seed {seed}',
+                     'generator': 'ppdet quickstart', 'version': GENERATOR_VERSION},
             'images': images, 'annotations': annotations,
             'categories': [{'id': k + 1, 'name': n, 'supercategory': 'shape'}
                            for k, n in enumerate(CATEGORIES)]}
@@ -231,7 +236,22 @@ class QuickStartDataSet(COCODataSet):
     """A :class:`COCODataSet` over the quick-start data, generated on first use."""
 
     def prepare(self):
-        if not os.path.isfile(self.anno_path):
-            seconds = generate_quickstart(self.dataset_dir)
-            logger.info('generated the quick-start dataset in %s (%.1f s)',
-                                             self.dataset_dir, seconds)
+        if os.path.isfile(self.anno_path):
+            if _generated_version(self.anno_path) in (None, GENERATOR_VERSION):
+                return
+            logger.info('%s was made by an older generator: regenerating it', self.dataset_dir)
+            shutil.rmtree(self.dataset_dir)
+        seconds = generate_quickstart(self.dataset_dir)
+        logger.info('generated the quick-start dataset in %s (%.1f s)', self.dataset_dir, seconds)
+
+
+def _generated_version(anno_path):
+    """The generator version of a generated file; None for data this module did not write."""
+    try:
+        with open(anno_path, encoding='utf-8') as f:
+            info = json.load(f).get('info', {})
+    except (ValueError, AttributeError):
+        return None                      # not ours to replace; parsing will name the problem
+    if info.get('generator') == 'ppdet quickstart':
+        return info.get('version')
+    return None if 'quick-start shapes' not in info.get('description', '') else 1

@@ -7,7 +7,7 @@ Both return their result and never modify arrays they were given.
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import check_section, closest
 
-__all__ = ['TRANSFORMS', 'register_op', 'build_transforms', 'parse_entry']
+__all__ = ['TRANSFORMS', 'register_op', 'build_transforms', 'parse_entry', 'check_entry_list']
 
 TRANSFORMS = {}
 
@@ -26,17 +26,30 @@ def parse_entry(entry, where):
         raise ConfigError(f'{where}: each transform must be one `OpName: {{args}}` entry, '
                           f'got {entry!r:.80}')
     (name, kwargs), = entry.items()
-    if name not in TRANSFORMS:
+    if not isinstance(name, str) or name not in TRANSFORMS:
         raise ConfigError(f'{where}: unknown transform `{name}`{closest(name, TRANSFORMS)}')
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f'{where}: the arguments of `{name}` must be a mapping like '
+                          f'{{key: value}}, got {kwargs!r:.40}')
     kwargs = dict(kwargs or {})
     check_section(name, TRANSFORMS[name], kwargs, where)
     return name, kwargs
 
 
+def check_entry_list(entries, where):
+    """``entries`` must be a list of transform entries (or empty)."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f'{where}: must be a list of `- OpName: {{args}}` entries, got '
+                          f'{entries!r:.40}')
+    return entries
+
+
 def build_transforms(entries, where, overrides=None):
     """Build the ops of one list; ``overrides[name]`` adds keyword arguments to op ``name``."""
     ops = []
-    for entry in entries or []:
+    for entry in check_entry_list(entries, where):
         name, kwargs = parse_entry(entry, where)
         kwargs.update((overrides or {}).get(name, {}))
         ops.append(TRANSFORMS[name](**kwargs))

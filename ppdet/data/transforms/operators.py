@@ -28,7 +28,7 @@ class Transform:
         raise NotImplementedError
 
     def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f'{type(self).__name__}({args})'
 
 
@@ -126,7 +126,7 @@ class Resize(Transform):
         h, w = image.shape[:2]
         if self.keep_ratio:
             scale = _keep_ratio_scale(h, w, self.target_size)
-            new_h, new_w = int(scale * h + 0.5), int(scale * w + 0.5)
+            new_h, new_w = max(int(scale * h + 0.5), 1), max(int(scale * w + 0.5), 1)
         else:
             new_h, new_w = self.target_size
         sy, sx = new_h / h, new_w / w
@@ -212,23 +212,43 @@ class RandomFlip(Transform):
 
 @register_op
 class NormalizeImage(Transform):
-    """To float32, times 1/255 if ``is_scale``, then ``(x - mean) / std`` per channel."""
+    """To float32, times 1/255 if ``is_scale``, then ``(x - mean) / std`` per channel.
+
+    Images holding only the integers 0..255 (all the reference pipelines feed it those) go
+    through a per-channel lookup table built with the exact arithmetic below, which gives the
+    same float32 values about five times faster.
+    """
 
     def __init__(self, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], is_scale=True,
                  norm_type='mean_std'):
         if norm_type not in ('mean_std', 'none'):
             raise ValueError(f'NormalizeImage: norm_type must be mean_std or none, got {norm_type}')
         self.mean, self.std, self.is_scale, self.norm_type = mean, std, is_scale, norm_type
+        self._table = None
 
-    def __call__(self, sample, rng=None):
-        # The same float32/float64 mix as the reference, so results agree bit for bit.
-        image = sample['image'].astype(np.float32)
+    def _exact(self, image):
+        # The reference's float32/float64 mix, so results agree bit for bit.
+        image = image.astype(np.float32)
         if self.is_scale:
             image *= 1.0 / 255.0
         if self.norm_type == 'mean_std':
             image -= np.array(self.mean)[None, None, :]
             image /= np.array(self.std)[None, None, :]
-        return dict(sample, image=image)
+        return image
+
+    def _lookup_table(self):
+        if self._table is None:
+            levels = np.repeat(np.arange(256, dtype=np.float32), 3).reshape(1, 256, 3)
+            self._table = self._exact(levels)
+        return self._table
+
+    def __call__(self, sample, rng=None):
+        image = sample['image']
+        if image.ndim == 3 and image.shape[2] == 3:
+            as_bytes = image if image.dtype == np.uint8 else image.astype(np.uint8)
+            if as_bytes is image or np.array_equal(as_bytes, image):
+                return dict(sample, image=cv2.LUT(as_bytes, self._lookup_table()))
+        return dict(sample, image=self._exact(image))
 
 
 @register_op

@@ -53,10 +53,9 @@ def downsample_masks(masks, ratio):
         r = int(ratio)
         a, b = r // 2 - 1, r // 2
         hm, wm = int(round(h / r)), int(round(w / r))
-        rows_a, rows_b = masks[:, a::r][:, :hm], masks[:, b::r][:, :hm]
-        votes = (rows_a[:, :, a::r][:, :, :wm] + rows_a[:, :, b::r][:, :, :wm]
-                 + rows_b[:, :, a::r][:, :, :wm] + rows_b[:, :, b::r][:, :, :wm])
-        return (votes >= 2).astype(np.uint8)
+        rows = masks[:, a::r][:, :hm] + masks[:, b::r][:, :hm]           # [N, Hm, W], 0..2
+        votes = rows[:, :, a::r][:, :, :wm] + rows[:, :, b::r][:, :, :wm]  # 0..4
+        return (votes >= 2).view(np.uint8)
     from .operators import resize_masks
     return resize_masks(masks, 1. / ratio, 1. / ratio, cv2.INTER_LINEAR)
 
@@ -66,8 +65,9 @@ def mass_centres(masks):
 
     Integer sums are exact in float64, so the one division matches ``scipy.ndimage``.
     """
-    row_counts = np.count_nonzero(masks, axis=2).astype(np.int64)     # [N, H]
-    col_counts = np.count_nonzero(masks, axis=1).astype(np.int64)     # [N, W]
+    counter = np.uint16 if max(masks.shape[1:]) < 2 ** 16 else np.int64   # narrow is faster
+    row_counts = masks.sum(axis=2, dtype=counter).astype(np.int64)    # [N, H]
+    col_counts = masks.sum(axis=1, dtype=counter).astype(np.int64)    # [N, W]
     area = row_counts.sum(1)
     with np.errstate(invalid='ignore', divide='ignore'):
         cy = (row_counts @ np.arange(masks.shape[1], dtype=np.int64)) / area
