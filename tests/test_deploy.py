@@ -8,12 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PARITY, ROOT, needs_shared
+from conftest import PARITY, ROOT, import_deploy_predictor, needs_shared
 from test_export import exported, synthetic_images  # noqa: F401  (session fixture)
 
 DEPLOY = os.path.join(ROOT, 'deploy', 'python')
-sys.path.insert(0, DEPLOY)
-import infer  # noqa: E402
+infer = import_deploy_predictor()
 from preprocess import Preprocessor, collate, decode_image  # noqa: E402
 from visualize import mask_to_rle  # noqa: E402
 

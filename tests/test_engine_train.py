@@ -173,6 +173,8 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
         (['train.py', '-c', cfg, '-r', str(tmp_path / 'nope')], 'checkpoint not found'),
         (['train.py', '-c', cfg, '-o', 'pretrain_weights=pretrained/none.pdparams'],
          'pretrain_weights= to train from scratch'),
+        (['train.py', '-c', cfg, '-o', 'num_classes=80', 'max_iters=1'],
+         '4 categories but num_classes is 80; set -o num_classes=4'),
     ]
     for args, message in cases:
         proc = run_script(args, check=False)

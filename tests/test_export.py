@@ -10,15 +10,15 @@ import paddle.nn.functional as F
 import pytest
 import yaml
 
-from conftest import PARITY, ROOT
+from conftest import PARITY, ROOT, import_deploy_predictor
 
 from ppdet.core.config import load_config
 from ppdet.core.workspace import create
 from ppdet.engine.export import OUTPUT_NAMES, export_model, export_safe_interpolate, \
     safe_interpolate
 
-sys.path.insert(0, os.path.join(ROOT, 'deploy', 'python'))
-from infer import Detector, split_batch  # noqa: E402
+_predictor = import_deploy_predictor()
+Detector, split_batch = _predictor.Detector, _predictor.split_batch
 from preprocess import Preprocessor, collate  # noqa: E402
 
 CATEGORY_BIAS = -3.8   # with the seeded weights: some 20-60 detections per image
