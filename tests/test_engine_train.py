@@ -86,7 +86,8 @@ def test_run_writes_snapshots_best_model_and_metrics(trained):
             assert (out / (name + ext)).is_file(), name + ext
     train_rows = rows(out / 'metrics.jsonl', 'train')
     assert [(r['epoch'], r['iter']) for r in train_rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert {'lr', 'loss', 'loss_ins', 'loss_cate', 'batch_time', 'data_time'} <= set(train_rows[0])
+    assert {'lr', 'loss', 'loss_ins', 'loss_cate', 'batch_time', 'data_time', 'eta',
+            'time'} <= set(train_rows[0])
     evals = rows(out / 'metrics.jsonl', 'eval')
     assert [r['epoch'] for r in evals] == [0, 1]
     assert {'segm_AP', 'segm_AP50', 'bbox_AP', 'segm_ARl'} <= set(evals[0])

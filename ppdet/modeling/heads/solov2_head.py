@@ -182,7 +182,8 @@ class SOLOv2Head(nn.Layer):
         candidates, the best category scores are kept before mask rescoring (the reference
         rescored all of them first).
         """
-        labels, scores, soft, binary, valid = self._candidates(cate_logits, kernels, mask_feat)
+        labels, scores, soft, binary, above, valid = self._candidates(cate_logits, kernels,
+                                                                      mask_feat)
         index, det_scores, keep = self.mask_nms(binary, labels, scores, valid)
 
         kept = paddle.nonzero(keep.flatten()).flatten()
@@ -198,13 +199,16 @@ class SOLOv2Head(nn.Layer):
                               det_scores.unsqueeze(1), masks_to_boxes(segm)], axis=1)
         return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
                 'cate_score': det_scores, 'bbox': bbox,
-                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32')}
+                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32'),
+                # per image, what passed each threshold before Matrix NMS (for logs)
+                'num_above_score': above.astype('int32').sum(axis=1),
+                'num_candidates': valid.astype('int32').sum(axis=1)}
 
     def _candidates(self, cate_logits, kernels, mask_feat):
         """Per image, the best (cell, class) pairs (``[B, K]`` labels and mask-rescored
         scores, best category score first), their soft and binary masks ``[B, K, H/4 * W/4]``
-        and which are real: category score above ``score_threshold`` and mask area above the
-        level's stride. ``K`` is the batch's largest count of scores above the threshold,
+        which pass ``score_threshold``, and which are real: category score above
+        ``score_threshold`` and mask area above the level's stride. ``K`` is the batch's largest count of scores above the threshold,
         at most ``pre_nms_top_n`` (at least 1)."""
         channels = mask_feat.shape[1]
         num_cells = sum(grid * grid for grid in self.num_grids)
@@ -226,9 +230,10 @@ class SOLOv2Head(nn.Layer):
         binary = (soft > self.mask_threshold).astype(soft.dtype)
         area = binary.sum(axis=2)
         min_area = paddle.gather(self.cell_strides, cells.flatten()).reshape(paddle.shape(cells))
-        valid = (scores > self.score_threshold) & (area > min_area)
+        above = scores > self.score_threshold
+        valid = above & (area > min_area)
         scores = scores * (soft * binary).sum(axis=2) / paddle.clip(area, min=1.)
-        return labels, scores, soft, binary, valid
+        return labels, scores, soft, binary, above, valid
 
     def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
         """Soft masks ``[N, H/4 * W/4]`` -> binary masks at the original size, the reference's
