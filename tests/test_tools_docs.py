@@ -92,6 +92,7 @@ def run_script(monkeypatch, capsys):
     ``python`` would: ``__main__``, ``sys.argv``; returns what it printed."""
     logger = logging.getLogger('ppdet')
     saved = logger.handlers[:], logger.__dict__.get('_configured', False)
+    logger.handlers[:], logger._configured = [], False   # the scripts log to this test's stdout
 
     def run(argv, cwd):
         assert argv[0] == 'python', argv
