@@ -24,3 +24,19 @@ settings.register_profile('ci', derandomize=True, database=None, max_examples=10
 settings.register_profile('thorough', max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+
+
+def import_deploy_predictor():
+    """``deploy/python/infer.py`` as module ``deploy_infer`` (the name ``infer`` is the
+    training-side script's)."""
+    import importlib.util
+    folder = os.path.join(ROOT, 'deploy', 'python')
+    if folder not in sys.path:
+        sys.path.append(folder)        # for its sibling modules (preprocess, visualize)
+    if 'deploy_infer' not in sys.modules:
+        spec = importlib.util.spec_from_file_location('deploy_infer',
+                                                      os.path.join(folder, 'infer.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules['deploy_infer'] = module
+        spec.loader.exec_module(module)
+    return sys.modules['deploy_infer']

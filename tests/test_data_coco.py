@@ -215,3 +215,19 @@ def test_header_check_sees_exif_rotation_and_size_mismatch(tmp_path):
     assert len(problems) == 1 and 'im2.png: image is 40x60 but the annotation file declares ' \
                                   '400x60' in problems[0] and '(image id 2)' in problems[0]
     assert [os.path.basename(r['im_file']) for r in ds.records] == ['im1.jpg']
+
+
+def test_compressed_rle_counts_decode_to_the_run_lengths():
+    from pycocotools import mask as mask_util
+    from ppdet.data.source.coco import _compressed_rle_counts
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (7, 5), (40, 64)]:
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        text = mask_util.encode(np.asfortranarray(mask))['counts'].decode()
+        flat = mask.flatten(order='F')
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])) != 0)
+        runs = np.diff(np.concatenate([[0], edges]))
+        runs = runs[runs > 0].tolist() if flat[0] == 0 else [0] + runs[runs > 0].tolist()
+        assert _compressed_rle_counts(text) == runs
+        assert sum(_compressed_rle_counts(text)) == h * w
+    assert _compressed_rle_counts('0!') is None

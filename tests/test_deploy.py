@@ -8,12 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PARITY, ROOT, needs_shared
+from conftest import PARITY, ROOT, import_deploy_predictor, needs_shared
 from test_export import exported, synthetic_images  # noqa: F401  (session fixture)
 
 DEPLOY = os.path.join(ROOT, 'deploy', 'python')
-sys.path.insert(0, DEPLOY)
-import infer  # noqa: E402
+infer = import_deploy_predictor()
 from preprocess import Preprocessor, collate, decode_image  # noqa: E402
 from visualize import mask_to_rle  # noqa: E402
 
@@ -123,3 +122,42 @@ def test_missing_export_folder_is_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count('\n') == 0 and 'infer_cfg.yml: not found' in err
+
+
+def test_smoke_train_export_and_run_the_predictor_on_a_batch(tmp_path):
+    """What a new user does: train the quick-start model a little, export it, run the
+    deploy predictor on two images as one batch."""
+    from ppdet.data.source import generate_quickstart
+    data = tmp_path / 'quickstart'
+    generate_quickstart(str(data), num_train=4, num_val=2)
+    datasets = [f'{s}.dataset_dir={data}' for s in ('TrainDataset', 'EvalDataset', 'TestDataset')]
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    run('train.py', '-c', 'configs/quickstart.yml', '-o', 'max_iters=2', 'worker_num=0',
+        'TrainReader.batch_size=2', f'save_dir={tmp_path / "out"}', *datasets)
+    run('tools/export_model.py', '-c', 'configs/quickstart.yml', '-w',
+        str(tmp_path / 'out' / 'quickstart' / 'model_final'), '--output_dir',
+        str(tmp_path / 'inference'), '-o', *datasets)
+    model_dir = tmp_path / 'inference' / 'quickstart'
+    assert sorted(os.listdir(model_dir)) == ['infer_cfg.yml', 'model.json', 'model.pdiparams']
+
+    images = sorted((data / 'val').iterdir())
+    assert len(images) == 2
+    out = run(os.path.join(DEPLOY, 'infer.py'), '--model_dir', str(model_dir), '--image_dir',
+              str(data / 'val'), '--batch_size', '2', '--output_dir', str(tmp_path / 'vis'),
+              '--save_results', '--threshold', '0')
+    assert out.count('detections (score >= 0.0)') == 2
+
+    results = infer.Detector(str(model_dir)).predict([decode_image(str(p)) for p in images])
+    assert len(results) == 2
+    for det, path in zip(results, images):
+        h, w = cv2.imread(str(path)).shape[:2]
+        n = len(det['cate_score'])
+        assert set(det) == {'segm', 'cate_label', 'cate_score', 'bbox'}
+        assert det['segm'].shape == (n, h, w) and det['segm'].dtype == np.uint8
+        assert det['cate_label'].shape == (n,) and det['cate_label'].dtype == np.int64
+        assert det['bbox'].shape == (n, 6) and det['cate_score'].dtype == np.float32

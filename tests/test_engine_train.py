@@ -86,7 +86,8 @@ def test_run_writes_snapshots_best_model_and_metrics(trained):
             assert (out / (name + ext)).is_file(), name + ext
     train_rows = rows(out / 'metrics.jsonl', 'train')
     assert [(r['epoch'], r['iter']) for r in train_rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert {'lr', 'loss', 'loss_ins', 'loss_cate', 'batch_time', 'data_time'} <= set(train_rows[0])
+    assert {'lr', 'loss', 'loss_ins', 'loss_cate', 'batch_time', 'data_time', 'eta',
+            'time'} <= set(train_rows[0])
     evals = rows(out / 'metrics.jsonl', 'eval')
     assert [r['epoch'] for r in evals] == [0, 1]
     assert {'segm_AP', 'segm_AP50', 'bbox_AP', 'segm_ARl'} <= set(evals[0])
@@ -173,6 +174,8 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
         (['train.py', '-c', cfg, '-r', str(tmp_path / 'nope')], 'checkpoint not found'),
         (['train.py', '-c', cfg, '-o', 'pretrain_weights=pretrained/none.pdparams'],
          'pretrain_weights= to train from scratch'),
+        (['train.py', '-c', cfg, '-o', 'num_classes=80', 'max_iters=1'],
+         '4 categories but num_classes is 80; set -o num_classes=4'),
     ]
     for args, message in cases:
         proc = run_script(args, check=False)

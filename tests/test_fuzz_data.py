@@ -81,7 +81,7 @@ def compressed_counts(h, w, fill):
     return mask_util.encode(np.asfortranarray(np.full((h, w), fill, np.uint8)))['counts'].decode()
 
 
-# Compressed counts that cover fewer pixels than the image: see KNOWN_FAILURES.
+# Run lengths and compressed counts, valid or not.
 rle_counts = (st.lists(st.integers(-2, 800), max_size=8)
               | st.sampled_from([[768], [0, 768], [400, 368], compressed_counts(24, 32, 1),
                                  compressed_counts(24, 32, 0), compressed_counts(99, 99, 1)]))
@@ -140,9 +140,8 @@ def test_coco_annotations_then_transforms(dataset_dir, data):
         run_ops(dataset[index], PIPELINE, np.random.default_rng(index))
 
 
-# Inputs that make COCODataSet raise something other than a PPDetError (ids that are not
-# numbers are not checked).  Remove an entry once the loader refuses it with a DataError.
-KNOWN_FAILURES = [
+# Ids that are not integers.
+BAD_IDS = [
     {'images': [], 'categories': [], 'annotations': [{'id': [], 'image_id': 0,
                                                       'category_id': None}]},
     {'images': [], 'categories': [], 'annotations': [{'id': 1, 'image_id': [],
@@ -155,30 +154,27 @@ KNOWN_FAILURES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason='COCODataSet does not check that ids are numbers')
-@pytest.mark.parametrize('data', KNOWN_FAILURES)
-def test_known_annotation_failures(dataset_dir, data):
+@pytest.mark.parametrize('data', BAD_IDS)
+def test_ids_that_are_not_integers_are_refused(dataset_dir, data):
     (dataset_dir / 'ann.json').write_text(json.dumps(data))
     with pytest.raises(PPDetError):
         COCODataSet(dataset_dir=str(dataset_dir), image_dir='images', anno_path='ann.json')
 
 
-@pytest.mark.xfail(strict=True, reason='compressed RLE counts are not checked against the image '
-                                       'size; pycocotools leaves the rest of the mask unwritten')
 @pytest.mark.parametrize('counts', ['', compressed_counts(1, 2, 0)])
-def test_known_short_compressed_rle(dataset_dir, counts):
+def test_short_compressed_rle_is_refused(dataset_dir, counts):
     data = {'images': [{'id': 1, 'file_name': 'a.png', 'height': 24, 'width': 32}],
             'categories': [{'id': 1}],
             'annotations': [{'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [0, 0, 4, 4],
                              'segmentation': {'size': [24, 32], 'counts': counts}}]}
     (dataset_dir / 'ann.json').write_text(json.dumps(data))
-    try:
-        dataset = COCODataSet(dataset_dir=str(dataset_dir), image_dir='images',
-                              anno_path='ann.json', data_fields=['image', 'gt_poly'])
-        Poly2Mask()(Decode()(dataset[0]))
-    except PPDetError:
-        return
-    pytest.fail('a mask was built from RLE counts that do not cover the image')
+    dataset = COCODataSet(dataset_dir=str(dataset_dir), image_dir='images',
+                          anno_path='ann.json', data_fields=['image', 'gt_poly'])
+    assert len(dataset) == 0
+    assert [str(p) for p in dataset.problems] == [
+        f'{dataset.anno_path}: annotation 1 (image a.png): '
+        + ('RLE counts cover 2 pixels, the image has 768' if counts
+           else 'RLE counts cover 0 pixels, the image has 768')]
 
 
 # -- image files -----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_static_graph_matches_eager(model, compiled, size):
         static = compiled(*args)
     assert int(eager['bbox_num'].sum()) > 0
     assert sorted(static) == sorted(eager) == ['bbox', 'bbox_num', 'cate_label', 'cate_score',
-                                               'segm']
+                                               'num_above_score', 'num_candidates', 'segm']
     for key, value in eager.items():
         assert static[key].dtype == value.dtype, key
         np.testing.assert_allclose(static[key].numpy(), value.numpy(), atol=1e-5, err_msg=key)
@@ -100,3 +100,17 @@ def test_boxes_are_the_tight_boxes_of_the_masks(model):
         ys, xs = np.nonzero(mask)
         expected = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(ys) else [0] * 4
         np.testing.assert_array_equal(box, expected)
+
+
+def test_threshold_counts_follow_each_stage(model):
+    image, im_shape, scale_factor = inputs()
+    head = model.solov2_head
+    with paddle.no_grad():
+        out = model.predict(image, im_shape, scale_factor)
+        cate, _, _ = model.extract(image)
+    scores = paddle.concat([head.category_scores(c).reshape([2, -1]) for c in cate], axis=1)
+    above = np.minimum((scores.numpy() > head.score_threshold).sum(1),
+                       head.mask_nms.pre_nms_top_n)
+    np.testing.assert_array_equal(out['num_above_score'].numpy(), above)
+    candidates, kept = out['num_candidates'].numpy(), out['bbox_num'].numpy()
+    assert (above >= candidates).all() and (candidates > kept).all() and (kept > 0).all()

@@ -266,3 +266,31 @@ def test_head_dcn_biases_learn_twice_as_fast_without_decay():
         assert state[key].regularizer._coeff == 0
     assert state['bbox_head.kernel_convs.0.conv.conv_offset.weight'].regularizer is None
     assert state['bbox_head.kernel_convs.0.norm.weight'].regularizer._coeff == 0
+
+
+def test_matrix_nms_with_fewer_inputs_than_slots_uses_the_best_scores():
+    rng = np.random.RandomState(5)
+    n = 30
+    masks, labels = random_masks(rng, n), rng.randint(0, 2, n)
+    scores = rng.uniform(0.2, 1.0, n).astype(np.float32)
+    best = np.argsort(-scores, kind='stable')[:12]
+    expected, _ = matrix_nms_numpy(masks[best], labels[best], scores[best])
+    index, out_scores, keep = MaskMatrixNMS(pre_nms_top_n=12, post_nms_top_n=12)(
+        paddle.to_tensor(masks.reshape(1, n, -1)), paddle.to_tensor(labels[None]),
+        paddle.to_tensor(scores[None]), paddle.ones([1, n], 'bool'))
+    keep = keep.numpy()[0]
+    np.testing.assert_array_equal(index.numpy()[0][keep], best[[k for k, _ in expected]])
+    np.testing.assert_allclose(out_scores.numpy()[0][keep], [s for _, s in expected], rtol=1e-5)
+
+
+def test_matrix_nms_returns_fixed_slots_for_few_candidates():
+    masks = np.zeros((1, 3, 16), np.float32)
+    masks[0, 0, :8] = masks[0, 1, :7] = masks[0, 2, 8:] = 1
+    index, scores, keep = MaskMatrixNMS(post_nms_top_n=100)(
+        paddle.to_tensor(masks), paddle.to_tensor([[1, 1, 1]]),
+        paddle.to_tensor([[0.9, 0.8, 0.5]]), paddle.to_tensor([[True, True, True]]))
+    assert index.shape == [1, 100] and keep.numpy().sum() == 3
+    np.testing.assert_array_equal(index.numpy()[0, :3], [0, 2, 1])   # mask 1 decayed below 2
+    iou = 7 / 8
+    np.testing.assert_allclose(scores.numpy()[0, :3],
+                               [0.9, 0.5, 0.8 * math.exp(-2 * iou ** 2)], rtol=1e-6)

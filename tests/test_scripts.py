@@ -23,7 +23,7 @@ EVAL_OPS = (f'[{{Decode: {{}}}}, {{NormalizeImage: {NORMALIZE}}}, {{Resize: {SMA
 def quickstart_overrides(save_dir, max_iters=1):
     qs = 'dataset/quickstart'
     return ['-o', f'save_dir={save_dir}', 'pretrain_weights=', f'max_iters={max_iters}',
-            'worker_num=0',
+            'worker_num=0', 'num_classes=4',
             f'TrainDataset.dataset_dir={qs}', 'TrainDataset.image_dir=train',
             'TrainDataset.anno_path=annotations/instances_train.json', 'TrainDataset.sample_num=2',
             f'EvalDataset.dataset_dir={qs}', 'EvalDataset.image_dir=val',

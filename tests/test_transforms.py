@@ -193,8 +193,6 @@ def test_decode_detects_truncated_jpeg_that_opencv_would_grey_fill(tmp_path):
     data = full.read_bytes()
     cut = tmp_path / 'cut.jpg'
     cut.write_bytes(data[:len(data) * 2 // 3])
-    import cv2
-    assert cv2.imdecode(np.frombuffer(cut.read_bytes(), np.uint8), 1) is not None  # the trap
     with pytest.raises(DataError, match='cut.jpg.*truncated JPEG'):
         Decode()({'im_file': str(cut), 'im_id': np.array([1])})
     assert Decode()({'im_file': str(full), 'im_id': np.array([1])})['image'].shape == (64, 64, 3)

@@ -29,8 +29,10 @@ from ppdet.data import build_dataset, build_loader  # noqa: E402
 from ppdet.data.transforms.operators import (Decode, NormalizeImage, Permute,  # noqa: E402
                                              segm_to_mask)
 from ppdet.utils.cli import ArgsParser, load_cli_config, run_main  # noqa: E402
+from ppdet.utils.visualizer import colormap, frame_and_label  # noqa: E402
 
-__all__ = ['GroundTruth', 'annotated', 'transformed', 'draw_ground_truth', 'browse']
+__all__ = ['GroundTruth', 'annotated', 'transformed', 'draw_ground_truth', 'class_colours',
+           'browse']
 
 SPLITS = {'train': 'TrainDataset', 'eval': 'EvalDataset'}
 ALL_FIELDS = ['image', 'gt_bbox', 'gt_class', 'gt_poly', 'is_crowd']
@@ -50,10 +52,8 @@ class GroundTruth:
 
 
 def class_colours(num_classes):
-    """One RGB colour per class (golden-ratio hues, the same on every run)."""
-    hues = (np.arange(num_classes) * 0.618033988749895 * 180) % 180
-    hsv = np.stack([hues, np.full(num_classes, 220), np.full(num_classes, 255)], 1)
-    return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0].astype(np.float32)
+    """One RGB colour per class, the inference drawings' palette."""
+    return colormap(num_classes).astype(np.float32)
 
 
 def _masks(sample, h, w):
@@ -108,33 +108,21 @@ def _outline(canvas, mask, colour):
     cv2.drawContours(canvas, contours, -1, colour, 1)
 
 
-def _label(canvas, box, colour, text, scale):
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 1)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    top = max(y1 - th - base, 0)
-    cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), colour, -1)
-    cv2.putText(canvas, text, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
-                cv2.LINE_AA)
-
-
 def draw_ground_truth(gt, names):
     """``gt.image`` with masks blended in their class colour, crowd regions hatched grey,
     then outlines, boxes and class names on top (RGB uint8)."""
     canvas = gt.image.astype(np.float32)
     colours = class_colours(len(names))
-    h, w = canvas.shape[:2]
-    hatch = _hatch(h, w) if gt.crowd.any() else None
+    hatch = _hatch(*canvas.shape[:2]) if gt.crowd.any() else None
     for mask, cls, crowd in zip(gt.masks, gt.classes, gt.crowd):
         if crowd:
             canvas[mask & hatch] = CROWD_GREY
         else:
             canvas[mask] = (1 - MASK_ALPHA) * canvas[mask] + MASK_ALPHA * colours[cls]
-    scale = max(0.35, min(h, w) / 700)
     for mask, box, cls, crowd in zip(gt.masks, gt.boxes, gt.classes, gt.crowd):
         colour = CROWD_GREY if crowd else tuple(float(c) for c in colours[cls])
         _outline(canvas, mask, colour)
-        _label(canvas, box, colour, f'crowd:{names[cls]}' if crowd else names[cls], scale)
+        frame_and_label(canvas, box, colour, f'crowd:{names[cls]}' if crowd else names[cls])
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 

@@ -99,9 +99,7 @@ def plot_curves(metrics, keys, output):
     eval_keys = {k for row in metrics.eval for k in row}
     for ax, key in zip(axes[:, 0], keys):
         steps, values = metrics.series(key)
-        style = {'drawstyle': 'steps-post'} if key == 'lr' else {}
-        ax.plot(steps, values, 'o-' if key in eval_keys else '-', linewidth=1.2, markersize=4,
-                **style)
+        ax.plot(steps, values, 'o-' if key in eval_keys else '-', linewidth=1.2, markersize=4)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel('iteration')
@@ -136,6 +134,9 @@ def summarize(metrics):
         lines.append(f'best segm_AP {best["segm_AP"]:.4f} at epoch {best.get("epoch")} '
                      f'(step {best["step"]}), last {evals[-1]["segm_AP"]:.4f}, '
                      f'{len(evals)} evaluations')
+    elif metrics.eval:
+        lines.append(f'best segm_AP: none of the {len(metrics.eval)} evaluations has one (no '
+                     f'mask predicted yet)')
     else:
         lines.append('best segm_AP: no evaluation logged (train with --eval)')
     timed = [r for r in metrics.train if 'batch_time' in r]

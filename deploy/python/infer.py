@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:    # run through runpy or imported: find the sibling modules
+    sys.path.append(HERE)
 
 from preprocess import Preprocessor, collate, decode_image  # noqa: E402
 from visualize import draw_detections, to_records  # noqa: E402

@@ -51,6 +51,15 @@ def check_images(dataset):
     return problems
 
 
+def _check_num_classes(cfg, key, dataset):
+    """The model's ``num_classes`` must match the dataset's category list."""
+    categories = getattr(dataset, 'catid2clsid', None)
+    num_classes = cfg.get('num_classes')
+    if categories and num_classes is not None and len(categories) != num_classes:
+        raise ConfigError(f'{getattr(dataset, "anno_path", key)}: {len(categories)} categories but '
+                          f'num_classes is {num_classes}; set -o num_classes={len(categories)}')
+
+
 def build_dataset(cfg, mode, images=None, validate_images=None):
     """The ``{Train,Eval,Test}Dataset`` section's dataset, checked for bad data.
 
@@ -66,6 +75,7 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
     dataset = REGISTRY[name](**section)
     if images is not None:
         dataset.set_images(images)
+    _check_num_classes(cfg, key, dataset)
     problems = list(getattr(dataset, 'problems', []))
     if validate_images if validate_images is not None else mode == 'train':
         problems += check_images(dataset)

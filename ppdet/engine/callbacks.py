@@ -6,6 +6,7 @@ import datetime
 import json
 import logging
 import os
+import time
 
 from ppdet.utils.checkpoint import remove_checkpoint
 
@@ -36,6 +37,11 @@ def _logged(trainer, status):
     return status['iter'] % trainer.cfg.get('log_iter', 20) == 0
 
 
+def _eta_seconds(trainer, status):
+    """Seconds left at the current mean batch time."""
+    return (trainer.total_steps - status['step'] - 1) * status['timer'].batch_time
+
+
 class LogPrinter(Callback):
     """Every ``log_iter`` steps: losses, lr, batch/data time, images per second, ETA."""
 
@@ -43,8 +49,7 @@ class LogPrinter(Callback):
         if not _logged(trainer, status):
             return
         timer = status['timer']
-        remaining = trainer.total_steps - status['step'] - 1
-        eta = datetime.timedelta(seconds=int(remaining * timer.batch_time))
+        eta = datetime.timedelta(seconds=int(_eta_seconds(trainer, status)))
         losses = '  '.join(f'{k}: {v:.6f}' for k, v in status['losses'].items())
         logger.info(f'Epoch: [{status["epoch"]}] [{status["iter"]:>4}/{trainer.steps_per_epoch}]'
                     f'  lr: {status["lr"]:.6f}  {losses}  eta: {eta}'
@@ -78,7 +83,8 @@ class MetricsWriter(Callback):
             self._write({'type': 'train', 'epoch': status['epoch'], 'iter': status['iter'],
                          'step': status['step'], 'lr': status['lr'], **status['losses'],
                          'batch_time': status['timer'].last_batch,
-                         'data_time': status['timer'].last_data})
+                         'data_time': status['timer'].last_data,
+                         'eta': _eta_seconds(trainer, status), 'time': time.time()})
 
     def on_eval_end(self, trainer, status):
         self._write({'type': 'eval', 'epoch': status['epoch'], 'step': status['step'],

@@ -3,13 +3,14 @@
 The exported program takes ``image [B,3,H,W]``, ``im_shape [B,2]`` and ``scale_factor [B,2]``
 and returns the model's final outputs (masks, labels, scores, boxes, counts) in the order of
 :data:`OUTPUT_NAMES`; ``infer_cfg.yml`` records that order, the preprocessing and the labels,
-so that ``deploy/python/infer.py`` needs nothing else.
+so that ``deploy/python/infer.py`` needs nothing else. The per-detection outputs have one spare
+row after the ``sum(bbox_num)`` detections (see :func:`spare_detection_row`).
 
 Paddle 3.3.1 cannot run any ``*_interp`` operator under oneDNN (its ``scale`` attribute, a
 double array, is rejected by the oneDNN instruction), and the ONNX converter rejects interp
 operators whose scale is given as a factor. While tracing, :func:`export_safe_interpolate`
-therefore routes ``paddle.nn.functional.interpolate`` to gather-and-blend arithmetic that
-computes the same values with ordinary operators.
+therefore routes ``paddle.nn.functional.interpolate`` to ordinary operators that compute the
+same values: an index gather (nearest) or a product with the interpolation matrix (bilinear).
 """
 import contextlib
 import json
@@ -21,9 +22,10 @@ import yaml
 from paddle.static import InputSpec
 
 from ppdet.core.errors import ConfigError
+from ppdet.engine.trainer import category_names
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
-           'export_model', 'infer_config', 'export_onnx']
+           'spare_detection_row', 'export_model', 'infer_config', 'export_onnx']
 
 OUTPUT_NAMES = ('segm', 'cate_label', 'cate_score', 'bbox', 'bbox_num')
 MODEL_FILE = 'model.json'
@@ -61,24 +63,32 @@ def _as_float(value):
 
 
 def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode):
+    """Resize along ``axis`` (2 or 3) as a product with the ``[out, in]`` interpolation matrix:
+    under oneDNN a product is far faster than gathers blended by broadcast weights."""
     dst = paddle.arange(out_size, dtype='float32')
     in_f, out_f = _as_float(in_size), _as_float(out_size)
     if align_corners:
-        steps = max(out_f - 1, 1.0) if isinstance(out_f, float) else paddle.clip(out_f - 1, min=1.0)
+        steps = (max(out_f - 1, 1.0) if isinstance(out_f, float)
+                 else paddle.clip(out_f - 1, min=1.0))
         src = dst * (in_f - 1) / steps
     else:
         ratio = 1.0 / scale if scale else in_f / out_f
         src = (dst + 0.5) * ratio - 0.5 if align_mode == 0 else dst * ratio
         src = paddle.clip(src, min=0.0)
     low = paddle.floor(src)
-    weight = src - low
-    high = paddle.cast(paddle.minimum(low + 1, in_f - 1), 'int64')
-    low = paddle.cast(low, 'int64')
-    shape = [1] * 4
-    shape[axis] = -1
-    weight = weight.reshape(shape)
-    return (paddle.gather(x, low, axis=axis) * (1 - weight)
-            + paddle.gather(x, high, axis=axis) * weight)
+    weight = (src - low).unsqueeze(1)
+    high = paddle.minimum(low + 1, in_f - 1)
+    cols = paddle.arange(in_size, dtype='float32').unsqueeze(0)
+    matrix = ((cols == low.unsqueeze(1)).astype('float32') * (1 - weight)
+              + (cols == high.unsqueeze(1)).astype('float32') * weight)
+    # 2-D products only: paddle 3.3.1 under oneDNN computed the broadcast product with a 4-D
+    # [B, C, H, W] operand wrongly inside the model
+    if axis == 2:
+        x = x.transpose([0, 1, 3, 2])
+    shape = paddle.shape(x)
+    out = paddle.matmul(x.reshape([-1, shape[3]]), matrix, transpose_y=True)
+    out = out.reshape(paddle.concat([shape[:3], paddle.shape(out)[1:]]))
+    return out.transpose([0, 1, 3, 2]) if axis == 2 else out
 
 
 def _nearest_axis(x, axis, in_size, out_size, scale):
@@ -92,7 +102,7 @@ def _nearest_axis(x, axis, in_size, out_size, scale):
 def safe_interpolate(x, size=None, scale_factor=None, mode='nearest', align_corners=False,
                      align_mode=0, data_format=None, recompute_scale_factor=None,
                      antialias=False, name=None):
-    """``F.interpolate`` for 4-D NCHW input with gathers and blends (same values).
+    """``F.interpolate`` for 4-D NCHW input with gathers or matrix products (same values).
 
     Other layouts, modes and options go to paddle's own operator.
     """
@@ -138,6 +148,24 @@ def export_safe_interpolate():
             m.interpolate = fn
 
 
+@contextlib.contextmanager
+def spare_detection_row(model):
+    """Meanwhile, heads with a ``spare_row`` switch append one row after the detections.
+
+    Rows are read by ``bbox_num``, so the spare row is never a detection; it keeps every tensor
+    non-empty for a batch without detections, where oneDNN kernels would fail.
+    """
+    heads = [layer for layer in model.sublayers(include_self=True)
+             if hasattr(layer, 'spare_row')]
+    for head in heads:
+        head.spare_row = True
+    try:
+        yield
+    finally:
+        for head in heads:
+            del head.spare_row      # back to the class default
+
+
 # --------------------------------------------------------------------------- export
 
 def export_model(model, cfg, output_dir, onnx=False, opset=16):
@@ -147,7 +175,7 @@ def export_model(model, cfg, output_dir, onnx=False, opset=16):
     """
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
-    with export_safe_interpolate():
+    with export_safe_interpolate(), spare_detection_row(model):
         static = paddle.jit.to_static(ExportModel(model), input_spec=input_spec(),
                                       full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, 'model'))
@@ -223,16 +251,6 @@ def _preprocess_ops(cfg):
     return ops
 
 
-def _label_list(cfg):
-    dataset = cfg.get('TestDataset') or {}
-    anno = os.path.join(dataset.get('dataset_dir') or '', dataset.get('anno_path') or '')
-    if os.path.isfile(anno):
-        with open(anno) as f:
-            categories = json.load(f).get('categories', [])
-        return [c['name'] for c in sorted(categories, key=lambda c: c['id'])]
-    return [f'class_{i}' for i in range(int(cfg.get('num_classes', 80)))]
-
-
 def infer_config(cfg):
     """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program."""
     head = cfg.get('SOLOv2Head') or {}
@@ -249,5 +267,5 @@ def infer_config(cfg):
         'inputs': [spec.name for spec in input_spec()],
         'outputs': list(OUTPUT_NAMES),
         'Preprocess': _preprocess_ops(cfg),
-        'label_list': _label_list(cfg),
+        'label_list': category_names(cfg),
     }

@@ -378,10 +378,13 @@ class Trainer:
         _prepare_output(output_dir)
         self.model.eval()
         records = {'segm': [], 'bbox': []}
-        kept = dropped = 0
+        kept = dropped = above_score = candidates = detected = 0
         for batch in tqdm(loader, desc='infer', disable=self.rank != 0):
             with self._autocast():
                 outputs = self.model(batch)
+            above_score += int(outputs['num_above_score'].sum())
+            candidates += int(outputs['num_candidates'].sum())
+            detected += int(outputs['bbox_num'].sum())
             for det in split_outputs(batch, outputs):
                 path = images[det.im_id]
                 if save_results:
@@ -391,7 +394,14 @@ class Trainer:
                 kept, dropped = kept + len(shown), dropped + len(det) - len(shown)
                 if visualize:
                     _draw(path, det, names, draw_threshold, output_dir, draw_detections)
-        logger.info(f'{len(images)} images: {kept} instances drawn, {dropped} below '
+        head = self.model.solov2_head
+        logger.info(f'{len(images)} images: {above_score} (cell, class) scores above '
+                    f'score_threshold {head.score_threshold} (at most pre_nms_top_n '
+                    f'{head.mask_nms.pre_nms_top_n} per image); {above_score - candidates} '
+                    f'dropped for a mask not larger than its stride at mask_threshold '
+                    f'{head.mask_threshold}; {candidates - detected} dropped by Matrix NMS '
+                    f'(update_threshold {head.mask_nms.update_threshold}, post_nms_top_n '
+                    f'{head.mask_nms.post_nms_top_n}); {kept} drawn, {dropped} below '
                     f'draw_threshold {draw_threshold}')
         if visualize:
             logger.info(f'visualisations written to {output_dir}/')

@@ -4,7 +4,7 @@ import colorsys
 import cv2
 import numpy as np
 
-__all__ = ['colormap', 'draw_detections']
+__all__ = ['colormap', 'draw_detections', 'frame_and_label']
 
 
 def colormap(n=80):
@@ -29,11 +29,11 @@ def draw_detections(image, det, names, threshold=0.5):
         region = mask[:h, :w].astype(bool)
         canvas[:region.shape[0], :region.shape[1]][region] = (
             0.3 * canvas[:region.shape[0], :region.shape[1]][region] + 0.7 * color)
-        _frame_and_label(canvas, box, color, f'{names[int(label)]} {score:.2f}')
+        frame_and_label(canvas, box, color, f'{names[int(label)]} {score:.2f}')
     return canvas.clip(0, 255).astype(np.uint8)
 
 
-def _frame_and_label(canvas, box, color, text):
+def frame_and_label(canvas, box, color, text):
     x1, y1, x2, y2 = [int(round(v)) for v in box]
     c = tuple(float(v) for v in color)
     cv2.rectangle(canvas, (x1, y1), (x2, y2), c, 1)

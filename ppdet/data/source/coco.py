@@ -53,7 +53,49 @@ def load_coco_json(path):
     for cat in data['categories']:
         if not isinstance(cat, dict) or 'id' not in cat:
             raise DataError(f'{path}: category entry {cat!r:.60} has no `id`')
+        _check_id(path, 'category', cat, 'id')
+    for image in data['images']:
+        if isinstance(image, dict) and 'id' in image:
+            _check_id(path, 'image', image, 'id')
+    for ann in data.get('annotations', []):
+        if isinstance(ann, dict):
+            for key in ('id', 'image_id'):
+                if key in ann:
+                    _check_id(path, 'annotation', ann, key)
     return data
+
+
+def _check_id(path, kind, entry, key):
+    value = entry[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DataError(f'{path}: {kind} `{key}` {value!r:.40} is not an integer')
+
+
+def _compressed_rle_counts(text):
+    """Run lengths of a COCO compressed RLE string, or None when it is malformed.
+
+    COCO packs each run in 5-bit groups (characters 48..111, bit 0x20: more groups follow,
+    bit 0x10 of the last group: negative); from the third run on a run is stored as the
+    difference to the run two places before.
+    """
+    counts, pos = [], 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text) or not 48 <= ord(text[pos]) < 112:
+                return None
+            group = ord(text[pos]) - 48
+            value |= (group & 0x1f) << shift
+            more = bool(group & 0x20)
+            pos, shift = pos + 1, shift + 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            return None
+        counts.append(value)
+    return counts
 
 
 def _finite(values):
@@ -79,7 +121,14 @@ def _check_segmentation(segm, h, w):
             return 'RLE without `size` [h, w] and `counts`'
         if [int(size[0]), int(size[1])] != [int(h), int(w)]:
             return f'RLE of size {size[0]}x{size[1]} on an image of {int(h)}x{int(w)}'
-        if isinstance(counts, list) and sum(counts) != int(h) * int(w):
+        if isinstance(counts, str):
+            counts = _compressed_rle_counts(counts)
+            if counts is None:
+                return 'compressed RLE `counts` is malformed'
+        if not isinstance(counts, list) or not all(
+                isinstance(c, int) and c >= 0 for c in counts):
+            return 'RLE `counts` must be a list of run lengths or a compressed string'
+        if sum(counts) != int(h) * int(w):
             return f'RLE counts cover {sum(counts)} pixels, the image has {int(h) * int(w)}'
         return None
     return f'segmentation of type {type(segm).__name__} (expected polygons or RLE)'

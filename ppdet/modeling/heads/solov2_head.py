@@ -58,6 +58,10 @@ class SOLOv2Head(nn.Layer):
     __shared__ = ['num_classes', 'norm_type']
     __inject__ = ['solov2_loss', 'mask_nms']
 
+    # Set by the export: one spare row after the N detections (not counted in bbox_num), as
+    # paddle 3.3.1's oneDNN kernels fail on the empty tensors of a detection-free batch.
+    spare_row = False
+
     def __init__(self, num_classes=80, in_channels=256, seg_feat_channels=256, stacked_convs=4,
                  num_grids=[40, 36, 24, 16, 12], kernel_out_channels=256, dcn_v2_stages=[],
                  segm_strides=[8, 8, 16, 32, 32], solov2_loss=None, score_threshold=0.1,
@@ -165,36 +169,47 @@ class SOLOv2Head(nn.Layer):
     def get_prediction(self, cate_logits, kernels, mask_feat, im_shape, scale_factor):
         """Decode a batch into the output dict (masks at the original image sizes).
 
-        Export-friendly: fixed numbers of candidates (``pre_nms_top_n``, by category score)
-        and results (``post_nms_top_n``) with validity masks, no Python branch on data.
+        Written for export: no Python branch on data and no loop over images or detections.
+        Candidates are the ``pre_nms_top_n`` best (cell, class) scores of each image, cut to
+        the largest number above ``score_threshold`` in the batch (a run-time slice, so
+        sparse images cost little); Matrix NMS returns ``post_nms_top_n`` slots with a keep
+        mask, compacted into the ``N`` detections at the end.
+
         Differences from the reference, on purpose: no zero-score dummy detection (so up to
         ``post_nms_top_n`` real results, not one fewer); the original size uses both scale
         factors (the reference used the y factor for both axes); every image of the batch
-        is decoded (the reference decoded the first only); candidates beyond the
-        ``pre_nms_top_n`` best category scores are dropped before mask rescoring (the
-        reference rescored all, then kept the best ``pre_nms_top_n``).
+        is decoded (the reference decoded the first only); with more than ``pre_nms_top_n``
+        candidates, the best category scores are kept before mask rescoring (the reference
+        rescored all of them first).
         """
-        labels, scores, soft, binary, valid = self._candidates(cate_logits, kernels, mask_feat)
+        labels, scores, soft, binary, above, valid = self._candidates(cate_logits, kernels,
+                                                                      mask_feat)
         index, det_scores, keep = self.mask_nms(binary, labels, scores, valid)
 
-        # Compact the fixed [B, post_nms_top_n] slots into the N kept detections.
         kept = paddle.nonzero(keep.flatten()).flatten()
+        if self.spare_row:
+            kept = paddle.concat([kept, paddle.zeros([1], kept.dtype)])
         image_of = kept // keep.shape[1]
-        det_labels = paddle.gather(batched_gather(labels, index).flatten(), kept)
+        rows = image_of * paddle.shape(labels)[1] + paddle.gather(index.flatten(), kept)
+        det_labels = paddle.gather(labels.flatten(), rows)
         det_scores = paddle.gather(det_scores.flatten(), kept)
-        det_soft = paddle.gather(batched_gather(soft, index).flatten(0, 1), kept)
-        segm = self._paste(det_soft, image_of, paddle.shape(mask_feat)[2:], im_shape,
-                           scale_factor)
+        segm = self._paste(paddle.gather(soft.flatten(0, 1), rows), image_of,
+                           paddle.shape(mask_feat)[2:], im_shape, scale_factor)
         bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1),
                               det_scores.unsqueeze(1), masks_to_boxes(segm)], axis=1)
         return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
                 'cate_score': det_scores, 'bbox': bbox,
-                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32')}
+                'bbox_num': keep.astype('int32').sum(axis=1).astype('int32'),
+                # per image, what passed each threshold before Matrix NMS (for logs)
+                'num_above_score': above.astype('int32').sum(axis=1),
+                'num_candidates': valid.astype('int32').sum(axis=1)}
 
     def _candidates(self, cate_logits, kernels, mask_feat):
-        """The ``pre_nms_top_n`` best (cell, class) pairs of each image, their soft and binary
-        masks (flattened, stride 4), mask-rescored scores, and which of them are real: score
-        above ``score_threshold`` and mask area above the level's stride."""
+        """Per image, the best (cell, class) pairs (``[B, K]`` labels and mask-rescored
+        scores, best category score first), their soft and binary masks ``[B, K, H/4 * W/4]``
+        which pass ``score_threshold``, and which are real: category score above
+        ``score_threshold`` and mask area above the level's stride. ``K`` is the batch's largest count of scores above the threshold,
+        at most ``pre_nms_top_n`` (at least 1)."""
         channels = mask_feat.shape[1]
         num_cells = sum(grid * grid for grid in self.num_grids)
         scores = paddle.concat([self.category_scores(c).reshape([0, -1, self.num_classes])
@@ -204,34 +219,35 @@ class SOLOv2Head(nn.Layer):
         num_slots = min(self.mask_nms.pre_nms_top_n, num_cells * self.num_classes)
         scores, flat_index = paddle.topk(scores.reshape([-1, num_cells * self.num_classes]),
                                          num_slots, axis=1)
+        count = (scores > self.score_threshold).astype('int32').sum(axis=1).max()
+        count = paddle.maximum(count, paddle.ones_like(count))
+        scores, flat_index = scores[:, :count], flat_index[:, :count]
         cells = flat_index // self.num_classes
         labels = flat_index % self.num_classes
 
-        mask_logits = paddle.bmm(batched_gather(kernels, cells),
-                                 mask_feat.reshape([0, channels, -1]))
-        soft = F.sigmoid(mask_logits)
+        soft = F.sigmoid(paddle.bmm(batched_gather(kernels, cells),
+                                    mask_feat.reshape([0, channels, -1])))
         binary = (soft > self.mask_threshold).astype(soft.dtype)
         area = binary.sum(axis=2)
-        min_area = paddle.gather(self.cell_strides, cells.flatten()).reshape([-1, num_slots])
-        valid = (scores > self.score_threshold) & (area > min_area)
+        min_area = paddle.gather(self.cell_strides, cells.flatten()).reshape(paddle.shape(cells))
+        above = scores > self.score_threshold
+        valid = above & (area > min_area)
         scores = scores * (soft * binary).sum(axis=2) / paddle.clip(area, min=1.)
-        return labels, scores, soft, binary, valid
+        return labels, scores, soft, binary, above, valid
 
     def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
-        """Soft masks at stride 4 -> binary masks at the original size, the reference's way:
-        bilinear x4 to the padded input, crop to the resized image, bilinear to the original
-        size, threshold. Both resizes are linear, so they are applied as one matrix per axis."""
+        """Soft masks ``[N, H/4 * W/4]`` -> binary masks at the original size, the reference's
+        way: bilinear x4 to the padded input, crop to the resized image, bilinear to the
+        original size, threshold. Both resizes are linear and separable, so each axis is one
+        composed matrix per image; columns are mapped first, at the low resolution."""
         padded_hw = feat_hw * 4
         crop_hw = paddle.floor(im_shape)
         orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
         out_hw = orig_hw.max(axis=0).astype('int32')
-        rows = paddle.matmul(
-            bilinear_matrix(crop_hw[:, 0], orig_hw[:, 0], padded_hw[0], out_hw[0]),
-            bilinear_matrix(feat_hw[0:1], padded_hw[0:1], feat_hw[0], padded_hw[0]))
-        cols = paddle.matmul(
-            bilinear_matrix(crop_hw[:, 1], orig_hw[:, 1], padded_hw[1], out_hw[1]),
-            bilinear_matrix(feat_hw[1:2], padded_hw[1:2], feat_hw[1], padded_hw[1]))
-        rows, cols = paddle.gather(rows, image_of), paddle.gather(cols, image_of)
-        soft = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
-        resized = paddle.bmm(paddle.bmm(rows, soft), cols.transpose([0, 2, 1]))
-        return resized > self.mask_threshold
+        rows, cols = [paddle.gather(paddle.matmul(
+            bilinear_matrix(crop_hw[:, axis], orig_hw[:, axis], padded_hw[axis], out_hw[axis]),
+            bilinear_matrix(feat_hw[axis:axis + 1], padded_hw[axis:axis + 1], feat_hw[axis],
+                            padded_hw[axis])), image_of) for axis in (0, 1)]
+        masks = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
+        masks = paddle.matmul(rows, paddle.matmul(masks, cols, transpose_y=True))
+        return masks > self.mask_threshold

@@ -49,28 +49,39 @@ class MaskMatrixNMS:
 
     def __call__(self, masks, labels, scores, valid):
         """Masks ``[B, K, P]`` (0/1, flattened), labels ``[B, K]`` int, scores ``[B, K]``,
-        valid ``[B, K]`` bool.
+        valid ``[B, K]`` bool; ``K`` may be known only at run time.
 
-        Returns ``index [B, N]`` (rows of the input, by decayed score descending),
-        ``score [B, N]`` and ``keep [B, N]`` (bool) with ``N = min(K, post_nms_top_n)``.
+        Returns ``post_nms_top_n`` slots per image: ``index`` (rows of the input, by decayed
+        score descending), ``score`` and ``keep`` (bool; false for unused slots).
         """
-        masks = masks.astype('float32')
-        scores = paddle.where(valid, scores.astype('float32'), paddle.full_like(scores, -1.,
-                                                                               'float32'))
-        k = min(masks.shape[1], self.pre_nms_top_n)
-        scores, order = paddle.topk(scores, k, axis=1)
-        masks = batched_gather(masks, order)
+        scores = paddle.where(valid, scores.astype('float32'),
+                              paddle.full_like(scores, -1., 'float32'))
+        order = paddle.argsort(scores, axis=1, descending=True)[:, :self.pre_nms_top_n]
+        scores = batched_gather(scores, order)
         labels = batched_gather(labels, order)
-        areas = masks.sum(axis=2)
-
-        inter = paddle.bmm(masks, masks.transpose([0, 2, 1]))
+        masks = masks.astype('float32')
+        # Products of the unsorted masks, then sorted as a K x K matrix: cheaper than
+        # gathering the masks.
+        inter = _permute_square(paddle.matmul(masks, masks, transpose_y=True), order)
+        areas = batched_gather(masks.sum(axis=2), order)
         union = areas.unsqueeze(2) + areas.unsqueeze(1) - inter
-        iou = inter / paddle.maximum(union, paddle.full_like(union, 1e-6))
+        iou = inter / paddle.maximum(union, paddle.full_like(union, 1.))
         same_label = (labels.unsqueeze(2) == labels.unsqueeze(1)).astype('float32')
         decayed = scores * self.decay(iou, same_label)
 
         keep = (scores >= 0) & (decayed >= self.update_threshold)
-        decayed = paddle.where(keep, decayed, paddle.full_like(decayed, -1.))
-        n = min(k, self.post_nms_top_n)
-        top_scores, top = paddle.topk(decayed, n, axis=1)
-        return batched_gather(order, top), top_scores, batched_gather(keep.astype('int32'), top).astype('bool')
+        # Pad to at least post_nms_top_n columns so that the top-k size is fixed.
+        padding = paddle.full([paddle.shape(scores)[0], self.post_nms_top_n], -1., 'float32')
+        decayed = paddle.concat([paddle.where(keep, decayed, paddle.full_like(decayed, -1.)),
+                                 padding], axis=1)
+        top_scores, top = paddle.topk(decayed, self.post_nms_top_n, axis=1)
+        keep = paddle.concat([keep.astype('int32'), paddle.zeros_like(padding, 'int32')], axis=1)
+        last = (paddle.shape(order)[1] - 1).astype(top.dtype)
+        index = batched_gather(order, paddle.minimum(top, last))
+        return index, top_scores, batched_gather(keep, top).astype('bool')
+
+
+def _permute_square(matrix, order):
+    """``matrix[b, order[b, i], order[b, j]]`` for ``[B, K, K]`` and ``order [B, k]``."""
+    rows = batched_gather(matrix, order)
+    return batched_gather(rows.transpose([0, 2, 1]), order).transpose([0, 2, 1])
