@@ -5,8 +5,10 @@ squares, blue triangles, yellow stars), 2-6 per image over textured backgrounds,
 spread over the quick-start scale ranges (shape side about 27 to 182 px on 192-px images: the
 smallest still spans several stride-4 mask cells, so masks can be precise).
 Shapes overlap; every annotation describes the visible part only (polygons traced from the
-visible mask, no instance hidden by more than half, no holes).  About one image in six holds a
-crowd region: a cluster of tiny shapes annotated as one ``iscrowd`` RLE.
+visible mask, no instance hidden by more than half, no holes).  A few images (one in six is tried;
+the cluster must fit beside the shapes, so about one in twenty) hold a crowd region: a cluster
+of tiny shapes annotated as one ``iscrowd`` RLE.  Deterministic for given numpy and OpenCV
+versions.
 """
 import json
 import logging
