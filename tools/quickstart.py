@@ -10,9 +10,6 @@ import os
 import sys
 import time
 
-# paddle would run single-threaded when unset; the quick start may use every core
-os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 

@@ -1,12 +1,16 @@
 """Device, process group and random seeds."""
 import logging
+import os
 import random
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-__all__ = ['select_device', 'init_distributed', 'seed_everything', 'epoch_seed']
+from ppdet.core.errors import ConfigError
+
+__all__ = ['select_device', 'cpu_threads', 'set_cpu_threads', 'init_distributed',
+           'seed_everything', 'epoch_seed']
 
 logger = logging.getLogger('ppdet')
 
@@ -17,6 +21,36 @@ def select_device(use_gpu):
         paddle.device.cuda.device_count() > 0 else 'cpu'
     paddle.set_device(device)
     return device
+
+
+def cpu_threads(requested=None, user_env=None, cores=None, local_ranks=None):
+    """Math-library threads for one process on the CPU.
+
+    ``requested`` (the ``cpu_threads`` config key) wins, then ``OMP_NUM_THREADS`` as the user
+    set it; otherwise the usable cores are shared among the ranks on this machine. Paddle alone
+    would run its CPU kernels on one thread.
+    """
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise ConfigError(f'cpu_threads must be a positive integer or null, '
+                              f'got {requested!r}')
+        return requested
+    if user_env and user_env.strip().isdigit() and int(user_env) > 0:
+        return int(user_env)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') \
+            else os.cpu_count() or 1
+    if local_ranks is None:
+        local_ranks = int(os.environ.get('PADDLE_LOCAL_SIZE', '1') or 1)
+    return max(cores // max(local_ranks, 1), 1)
+
+
+def set_cpu_threads(requested=None):
+    """Apply :func:`cpu_threads` to this process; returns the thread count."""
+    import ppdet
+    threads = cpu_threads(requested, ppdet.USER_OMP_NUM_THREADS)
+    paddle.base.core.set_num_threads(threads)
+    return threads
 
 
 def init_distributed():

@@ -20,7 +20,8 @@ from ppdet.utils.checkpoint import (assign_state, load_checkpoint, load_weights,
                                     weights_path)
 
 from . import callbacks as cb
-from .env import epoch_seed, init_distributed, seed_everything, select_device
+from .env import (epoch_seed, init_distributed, seed_everything, select_device,
+                  set_cpu_threads)
 
 __all__ = ['Trainer', 'eval_anno_file']
 
@@ -73,6 +74,8 @@ class Trainer:
         self.device = select_device(cfg.get('use_gpu', False))
         self.rank, self.world_size = init_distributed()
         setup_logger(self.rank)
+        if self.device == 'cpu':
+            logger.info('CPU: %d threads', set_cpu_threads(cfg.get('cpu_threads')))
         self.seed = cfg.get('seed')
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(2 ** 31)
