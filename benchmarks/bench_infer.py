@@ -126,6 +126,8 @@ def run_case(case, args, workdir):
     threads = args.threads
     detectors = {
         'paddle': lambda: Detector(out, 'paddle', cpu_threads=threads, enable_mkldnn=True),
+        'paddle-bf16': lambda: Detector(out, 'paddle', cpu_threads=threads,
+                                        enable_mkldnn_bfloat16=True),
         'paddle-native': lambda: Detector(out, 'paddle', cpu_threads=threads,
                                           enable_mkldnn=False),
         'onnx': lambda: Detector(out, 'onnx', cpu_threads=threads),
@@ -174,14 +176,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--case', action='append', help='config:HxW:repeats (repeatable)')
-    parser.add_argument('--paths', default='eager,paddle,onnx',
-                        help='comma list of eager, paddle (oneDNN), paddle-native, onnx')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads of Paddle Inference / onnxruntime (eager: 1)')
+    parser.add_argument('--paths', default='eager,paddle,paddle-bf16,onnx',
+                        help='comma list of eager, paddle (oneDNN), paddle-bf16 (oneDNN, '
+                             'bfloat16 convolutions), paddle-native, onnx')
+    parser.add_argument('--threads', type=int, default=1, help='CPU threads of every path')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--batch_size', type=int, default=1)
     args = parser.parse_args(argv)
     args.paths = args.paths.split(',')
+    if 'paddle-bf16' in args.paths and not paddle.base.core.supports_bfloat16():
+        print('# paddle-bf16 skipped: this CPU has no bfloat16 support')
+        args.paths.remove('paddle-bf16')
+    paddle.base.core.set_num_threads(args.threads)
     if args.paths[0] != 'eager':
         parser.error('--paths must start with eager (the baseline of the speed-up column)')
     print(f'# {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {cpu_name()}, '

@@ -161,3 +161,51 @@ def test_smoke_train_export_and_run_the_predictor_on_a_batch(tmp_path):
         assert det['segm'].shape == (n, h, w) and det['segm'].dtype == np.uint8
         assert det['cate_label'].shape == (n,) and det['cate_label'].dtype == np.int64
         assert det['bbox'].shape == (n, 6) and det['cate_score'].dtype == np.float32
+
+
+@pytest.mark.parametrize('flags', [['--backend', 'onnx'], ['--enable_mkldnn', 'False'],
+                                   ['--device', 'gpu']])
+def test_bfloat16_needs_paddle_on_cpu_with_onednn(exported, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(['--model_dir', exported[0], '--image_file', 'x.jpg',
+                    '--enable_mkldnn_bfloat16', 'True', *flags])
+    assert exit_info.value.code == 2
+    assert '--enable_mkldnn_bfloat16 needs' in capsys.readouterr().err
+
+
+def test_bfloat16_on_a_cpu_without_support_is_one_clear_error(exported, monkeypatch):
+    import paddle
+    monkeypatch.setattr(paddle.base.core, 'supports_bfloat16', lambda: False)
+    with pytest.raises(infer.DeployError, match='no bfloat16 support'):
+        infer.Detector(exported[0], 'paddle', enable_mkldnn_bfloat16=True)
+
+
+def bfloat16_supported():
+    import paddle
+    return paddle.base.core.supports_bfloat16()
+
+
+@pytest.mark.skipif(not bfloat16_supported(), reason='this CPU has no bfloat16 support')
+def test_bfloat16_convolutions_find_the_float32_detections(exported):
+    """bfloat16 rounds the convolutions, so scores move a little; the detections that
+    matter (the confident ones) keep their labels and masks."""
+    images = exported[2]
+    fp32 = infer.Detector(exported[0], 'paddle').predict(images)
+    bf16 = infer.Detector(exported[0], 'paddle', enable_mkldnn_bfloat16=True).predict(images)
+    assert fp32[0]['segm'].shape[1:] == bf16[0]['segm'].shape[1:]
+    # the convolutions did run in bfloat16: scores are not bit-identical
+    assert not all(np.array_equal(a['cate_score'], b['cate_score']) for a, b in zip(fp32, bf16))
+    confident = 0
+    for want, got in zip(fp32, bf16):
+        flat = got['segm'].reshape(len(got['segm']), -1).astype(bool)
+        assert abs(len(got['cate_score']) - len(want['cate_score'])) <= \
+            max(2, len(want['cate_score']) // 5)
+        for mask, label, score in zip(want['segm'], want['cate_label'], want['cate_score']):
+            if score < 0.5 * want['cate_score'].max():
+                continue
+            confident += 1
+            target = mask.reshape(-1).astype(bool)
+            iou = (flat & target).sum(1) / np.maximum((flat | target).sum(1), 1)
+            iou[got['cate_label'] != label] = 0
+            assert iou.max() >= 0.9
+    assert confident >= 2

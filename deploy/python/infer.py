@@ -33,13 +33,19 @@ class DeployError(Exception):
     """A wrong argument or export folder: reported as one line."""
 
 
+def usable_cores():
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 # --------------------------------------------------------------------------- runtimes
 
 class PaddleRuntime:
     """Paddle Inference predictor: CPU (oneDNN optional) or GPU (TensorRT optional)."""
 
-    def __init__(self, model_dir, device='cpu', cpu_threads=1, enable_mkldnn=True,
-                 run_mode='paddle', batch_size=1, trt_min_shape=320, trt_max_shape=1344,
+    def __init__(self, model_dir, device='cpu', cpu_threads=None, enable_mkldnn=True,
+                 enable_mkldnn_bfloat16=False, run_mode='paddle', batch_size=1, trt_min_shape=320, trt_max_shape=1344,
                  trt_opt_shape=800, min_subgraph_size=60):
         import paddle.inference as pi
         model = os.path.join(model_dir, 'model.json')
@@ -56,12 +62,14 @@ class PaddleRuntime:
                                       trt_max_shape, trt_opt_shape, min_subgraph_size)
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads)
+            config.set_cpu_math_library_num_threads(cpu_threads or usable_cores())
             if enable_mkldnn:
                 config.enable_onednn()
                 config.set_onednn_cache_capacity(10)
                 # paddle 3.3.1: with oneDNN kernels the in-place pass corrupts results
                 config.delete_pass('inplace_pass')
+                if enable_mkldnn_bfloat16:
+                    self._enable_bfloat16(config)
             else:
                 config.disable_onednn()
         config.disable_glog_info()
@@ -69,6 +77,17 @@ class PaddleRuntime:
         self.predictor = pi.create_predictor(config)
         self.input_names = self.predictor.get_input_names()
         self.output_names = self.predictor.get_output_names()
+
+    @staticmethod
+    def _enable_bfloat16(config):
+        """Convolutions in bfloat16; Matrix NMS and the mask resizing stay float32, where
+        bfloat16 would round pixel counts and soft-mask values near the threshold."""
+        import paddle
+        if not paddle.base.core.supports_bfloat16():
+            raise DeployError('--enable_mkldnn_bfloat16: this CPU has no bfloat16 support '
+                              '(needs AVX-512 BF16 or AMX)')
+        config.enable_onednn_bfloat16()
+        config.set_bfloat16_op({'conv2d', 'fused_conv2d'})
 
     @staticmethod
     def _enable_tensorrt(config, pi, run_mode, batch_size, min_side, max_side, opt_side,
@@ -93,13 +112,13 @@ class PaddleRuntime:
 class OnnxRuntime:
     """onnxruntime session on ``model.onnx`` (CPU, or CUDA where that provider exists)."""
 
-    def __init__(self, model_dir, device='cpu', cpu_threads=1, **_):
+    def __init__(self, model_dir, device='cpu', cpu_threads=None, **_):
         import onnxruntime as ort
         path = os.path.join(model_dir, 'model.onnx')
         if not os.path.isfile(path):
             raise DeployError(f'{path}: not found (export with tools/export_model.py --onnx)')
         options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads
+        options.intra_op_num_threads = cpu_threads or usable_cores()
         providers = ['CPUExecutionProvider']
         if device == 'gpu':
             providers.insert(0, 'CUDAExecutionProvider')
@@ -287,9 +306,12 @@ def parse_args(argv):
     p.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     p.add_argument('--run_mode', choices=['paddle', 'trt_fp32', 'trt_fp16', 'trt_int8'],
                    default='paddle', help='GPU only: TensorRT precision')
-    p.add_argument('--cpu_threads', type=int, default=1)
+    p.add_argument('--cpu_threads', type=int, default=None,
+                   help='CPU threads (default: every usable core)')
     p.add_argument('--enable_mkldnn', type=str2bool, default=True,
                    help='use oneDNN kernels on CPU (default True)')
+    p.add_argument('--enable_mkldnn_bfloat16', type=str2bool, default=False,
+                   help='CPU, oneDNN: convolutions in bfloat16 (CPUs with AVX-512 BF16 / AMX)')
     p.add_argument('--batch_size', type=int, default=1)
     p.add_argument('--trt_min_shape', type=int, default=320)
     p.add_argument('--trt_max_shape', type=int, default=1344)
@@ -305,6 +327,12 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error('--batch_size must be at least 1')
+    if args.cpu_threads is not None and args.cpu_threads < 1:
+        p.error('--cpu_threads must be at least 1')
+    if args.enable_mkldnn_bfloat16 and (args.backend != 'paddle' or args.device != 'cpu' or
+                                        not args.enable_mkldnn):
+        p.error('--enable_mkldnn_bfloat16 needs --backend paddle, --device cpu and '
+                '--enable_mkldnn True')
     return args
 
 
@@ -312,7 +340,9 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     runtime_args = dict(device=args.device, cpu_threads=args.cpu_threads)
     if args.backend == 'paddle':
-        runtime_args.update(enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode,
+        runtime_args.update(enable_mkldnn=args.enable_mkldnn,
+                            enable_mkldnn_bfloat16=args.enable_mkldnn_bfloat16,
+                            run_mode=args.run_mode,
                             batch_size=args.batch_size, trt_min_shape=args.trt_min_shape,
                             trt_max_shape=args.trt_max_shape, trt_opt_shape=args.trt_opt_shape)
     try:
