@@ -127,8 +127,11 @@ def reference_style_prediction(head, cate_logits, kernels, mask_feat, im_shape, 
             'cate_score': cand_scores}
 
 
-def case_forward(height, width, repeats):
+def case_forward(height, width, repeats, threads=1):
+    """``threads`` 0: the toolkit's default (:func:`ppdet.engine.env.cpu_threads`)."""
     import paddle
+    from ppdet.engine.env import set_cpu_threads
+    threads = set_cpu_threads(threads or None)
     model = build_model()
     model.eval()
     image = paddle.to_tensor(photo(height, width))
@@ -142,7 +145,7 @@ def case_forward(height, width, repeats):
         ref_post = timer(lambda: reference_style_prediction(model.solov2_head, *outputs,
                                                             im_shape, scale_factor))
         detections = int(model.predict(image, im_shape, scale_factor)['bbox_num'].sum())
-    size = f'{height}x{width}'
+    size = f'{height}x{width}' + (f', {threads} threads' if threads > 1 else '')
     network = [t - p for t, p in zip(total, post)]
     return {f'forward {size}': total,
             f'reference-style forward {size}': [n + r for n, r in zip(network, ref_post)],
@@ -260,8 +263,10 @@ def train_batch(batch_size=2, size=512, seed=0):
     return batch
 
 
-def case_train(repeats):
+def case_train(repeats, threads=1):
     import paddle
+    from ppdet.engine.env import set_cpu_threads
+    threads = set_cpu_threads(threads or None)
     model = build_model()
     model.train()
     optimizer = paddle.optimizer.Momentum(
@@ -275,23 +280,26 @@ def case_train(repeats):
         optimizer.step()
         optimizer.clear_grad()
 
-    return {'train step 2x512x512': Timer(repeats)(step),
-            'train step peak RSS (GB)': peak_rss_gb()}
+    suffix = f', {threads} threads' if threads > 1 else ''
+    return {f'train step 2x512x512{suffix}': Timer(repeats)(step),
+            f'train step peak RSS (GB){suffix}': peak_rss_gb()}
 
 
 CASES = {
-    'forward': [('forward', 512, 512), ('forward', 800, 1216)],
+    'forward': [('forward', 512, 512, 1), ('forward', 800, 1216, 1)],
+    'forward-threads': [('forward', 512, 512, 0), ('forward', 800, 1216, 0)],
     'nms': [('nms', 128, 128), ('nms', 200, 304)],
-    'train': [('train',)],
+    'train': [('train', 1)],
+    'train-threads': [('train', 0)],
 }
 
 
 def run_case(spec, repeats):
     if spec[0] == 'forward':
-        return case_forward(spec[1], spec[2], repeats)
+        return case_forward(spec[1], spec[2], repeats, threads=spec[3])
     if spec[0] == 'nms':
         return case_nms(spec[1], spec[2], repeats)
-    return case_train(repeats)
+    return case_train(repeats, spec[1])
 
 
 def print_table(results):
@@ -320,7 +328,10 @@ def print_table(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cases', default='forward,nms,train')
+    parser.add_argument('--cases', default='forward,forward-threads,nms,train,train-threads',
+                        help='forward and train run on one thread, as the reference does; '
+                             'forward-threads and train-threads on the toolkit\'s default '
+                             'thread count; nms')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -336,6 +347,19 @@ def main():
                 sys.exit(f'benchmark {spec} failed:\n{proc.stderr[-2000:]}')
             results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
     print_table(results)
+    print_defaults(results)
+
+
+def print_defaults(results):
+    """Each side at its own default: the toolkit on every core, the reference on one thread."""
+    rows = [(key, value[0] / results['reference-style ' + key.split(',')[0]][0])
+            for key, value in results.items() if isinstance(value, list) and ' threads' in key
+            and key.startswith('forward') and 'reference-style ' + key.split(',')[0] in results]
+    if rows:
+        print('\n| defaults: toolkit (all cores) vs reference-style (1 thread) | ratio (wall) |')
+        print('| --- | ---: |')
+        for key, ratio in rows:
+            print(f'| {key} | {ratio:.2f}x |')
 
 
 if __name__ == '__main__':

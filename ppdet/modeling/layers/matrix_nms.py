@@ -41,8 +41,8 @@ class MaskMatrixNMS:
         decay_iou = iou * same_label * upper
         compensate = decay_iou.max(axis=1).unsqueeze(2)          # comp_i along rows
         if self.kernel == 'gaussian':
-            ratio = paddle.exp(-self.sigma * decay_iou ** 2) / paddle.exp(
-                -self.sigma * compensate ** 2)
+            ratio = paddle.exp(-self.sigma * decay_iou * decay_iou) / paddle.exp(
+                -self.sigma * compensate * compensate)
         else:
             ratio = (1. - decay_iou) / (1. - compensate)
         return ratio.min(axis=1)
@@ -59,11 +59,12 @@ class MaskMatrixNMS:
         order = paddle.argsort(scores, axis=1, descending=True)[:, :self.pre_nms_top_n]
         scores = batched_gather(scores, order)
         labels = batched_gather(labels, order)
-        masks = masks.astype('float32')
         # Products of the unsorted masks, then sorted as a K x K matrix: cheaper than
-        # gathering the masks.
-        inter = _permute_square(paddle.matmul(masks, masks, transpose_y=True), order)
-        areas = batched_gather(masks.sum(axis=2), order)
+        # gathering the masks. The areas of 0/1 masks are the diagonal.
+        masks = masks.astype('float32')
+        products = paddle.matmul(masks, masks, transpose_y=True)
+        areas = batched_gather(_diagonal(products), order)
+        inter = _permute_square(products, order)
         union = areas.unsqueeze(2) + areas.unsqueeze(1) - inter
         iou = inter / paddle.maximum(union, paddle.full_like(union, 1.))
         same_label = (labels.unsqueeze(2) == labels.unsqueeze(1)).astype('float32')
@@ -79,6 +80,13 @@ class MaskMatrixNMS:
         last = (paddle.shape(order)[1] - 1).astype(top.dtype)
         index = batched_gather(order, paddle.minimum(top, last))
         return index, top_scores, batched_gather(keep, top).astype('bool')
+
+
+def _diagonal(matrix):
+    """``matrix[b, i, i]`` of ``[B, K, K]`` (gathers: no diagonal operator in the export)."""
+    size = paddle.shape(matrix)[1]
+    index = paddle.arange(size, dtype='int64') * (size.astype('int64') + 1)
+    return paddle.gather(matrix.flatten(1), index, axis=1)
 
 
 def _permute_square(matrix, order):
