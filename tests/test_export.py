@@ -13,9 +13,10 @@ import yaml
 from conftest import PARITY, ROOT, import_deploy_predictor
 
 from ppdet.core.config import load_config
+from ppdet.core.errors import ExportError
 from ppdet.core.workspace import create
-from ppdet.engine.export import OUTPUT_NAMES, export_model, export_safe_interpolate, \
-    safe_interpolate
+from ppdet.engine.export import OUTPUT_NAMES, export_model, export_onnx, \
+    export_safe_interpolate, safe_interpolate
 
 _predictor = import_deploy_predictor()
 Detector, split_batch = _predictor.Detector, _predictor.split_batch
@@ -179,3 +180,15 @@ def test_interpolate_is_restored_after_export():
         assert F.interpolate is safe_interpolate
     assert F.interpolate is not safe_interpolate
     assert paddle.nn.functional.common.interpolate is not safe_interpolate
+
+
+def test_failed_onnx_conversion_is_one_clear_error(tmp_path):
+    """A program the converter cannot read: one error naming it, and this process lives on."""
+    pytest.importorskip('paddle2onnx')
+    (tmp_path / 'model.json').write_text('{"not": "a program"}')
+    (tmp_path / 'model.pdiparams').write_bytes(b'')
+    (tmp_path / 'model.onnx').write_bytes(b'stale')
+    with pytest.raises(ExportError, match='model.json: paddle2onnx failed') as info:
+        export_onnx(str(tmp_path))
+    assert '\n' not in str(info.value)
+    assert not (tmp_path / 'model.onnx').exists()

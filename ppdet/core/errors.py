@@ -28,3 +28,7 @@ class CheckpointError(PPDetError):
 
 class TrainingError(PPDetError):
     """Training cannot go on (for instance a NaN loss)."""
+
+
+class ExportError(PPDetError):
+    """A model cannot be exported or converted."""

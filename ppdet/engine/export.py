@@ -13,15 +13,18 @@ therefore routes ``paddle.nn.functional.interpolate`` to ordinary operators that
 same values: an index gather (nearest) or a product with the interpolation matrix (bilinear).
 """
 import contextlib
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import paddle
 import paddle.nn.functional as F
 import yaml
 from paddle.static import InputSpec
 
-from ppdet.core.errors import ConfigError
+from ppdet.core.errors import ConfigError, ExportError
 from ppdet.engine.trainer import category_names
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
@@ -188,17 +191,28 @@ def export_model(model, cfg, output_dir, onnx=False, opset=16):
 
 def export_onnx(output_dir, opset=16):
     """Convert the exported program in ``output_dir`` to ``model.onnx`` with paddle2onnx."""
-    try:
-        import paddle2onnx
-    except ImportError:
+    if importlib.util.find_spec('paddle2onnx') is None:
         raise ConfigError('ONNX export needs paddle2onnx: pip install "ppdet-solov2[export]" '
-                          '(or -r requirements-export.txt)') from None
+                          '(or -r requirements-export.txt)')
     path = os.path.join(output_dir, ONNX_FILE)
     program = os.path.join(output_dir, MODEL_FILE)
-    paddle2onnx.export(program, os.path.join(output_dir, PARAMS_FILE), path,
-                       opset_version=opset, enable_onnx_checker=True, verbose=False)
+    if os.path.exists(path):
+        os.remove(path)
+    # In a child process: a converter failure can abort the process, and its onnxruntime
+    # threads keep spinning after it returns.
+    proc = subprocess.run([sys.executable, '-c', _CONVERT, program,
+                           os.path.join(output_dir, PARAMS_FILE), path, str(opset)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not os.path.isfile(path):
+        lines = (proc.stderr.strip() or proc.stdout.strip() or 'no output').splitlines()
+        raise ExportError(f'{program}: paddle2onnx failed (exit code {proc.returncode}): '
+                          f'{lines[-1]}')
     _restore_group_norm_epsilons(path, program)
     return path
+
+
+_CONVERT = ('import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], '
+            'opset_version=int(sys.argv[4]), enable_onnx_checker=True, verbose=False)')
 
 
 def _ops_named(node, name, found):
