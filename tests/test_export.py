@@ -64,11 +64,14 @@ def synthetic_images():
 
 @pytest.fixture(scope='session')
 def exported(tmp_path_factory):
-    """(export folder, eager results per image, the images): ONNX included."""
+    """(export folder, eager results per image, the images, packages installed or changed
+    while exporting): ONNX included."""
     pytest.importorskip('paddle2onnx')
     cfg, model = build_quickstart()
     out = str(tmp_path_factory.mktemp('export') / 'quickstart')
+    before = installed_packages()
     export_model(model, cfg, out, onnx=True)
+    installed_during_export = set(installed_packages().items()) - set(before.items())
     with open(os.path.join(out, 'infer_cfg.yml')) as f:
         preprocess = Preprocessor(yaml.safe_load(f)['Preprocess'])
     images = synthetic_images()
@@ -79,7 +82,12 @@ def exported(tmp_path_factory):
                                 for k in ('image', 'im_shape', 'scale_factor')))
     eager = split_batch({k: v.numpy() for k, v in eager.items()},
                         [info['orig_hw'] for _, info in samples])
-    return out, eager, images
+    return out, eager, images, installed_during_export
+
+
+def installed_packages():
+    from importlib import metadata
+    return {d.metadata['Name']: d.version for d in metadata.distributions()}
 
 
 def by_label_then_score(det):
@@ -106,7 +114,7 @@ def assert_same_detections(mine, ref):
 
 @pytest.mark.parametrize('backend', ['paddle', 'onnx'])
 def test_exported_batch_matches_eager(exported, backend):
-    out, eager, images = exported
+    out, eager, images, _ = exported
     detector = Detector(out, backend, cpu_threads=1)           # paddle: oneDNN on
     results = detector.predict(images)
     assert [r['segm'].shape[1:] for r in results] == [im.shape[:2] for im in images]
@@ -114,7 +122,7 @@ def test_exported_batch_matches_eager(exported, backend):
 
 
 def test_exported_outputs_end_with_one_spare_row(exported):
-    out, eager, images = exported
+    out, eager, images, _ = exported
     detector = Detector(out, 'paddle')
     feeds = collate([detector.preprocess(image) for image in images])
     outputs = dict(zip(OUTPUT_NAMES, detector.runtime(feeds)))
@@ -135,12 +143,12 @@ def test_batch_without_detections_runs_with_onednn(tmp_path):
 
 
 def test_paddle_inference_without_onednn_matches_eager(exported):
-    out, eager, images = exported
+    out, eager, images, _ = exported
     assert_same_detections(Detector(out, 'paddle', enable_mkldnn=False).predict(images), eager)
 
 
 def test_infer_cfg_records_preprocessing_outputs_and_thresholds(exported):
-    out, _, _ = exported
+    out, _, _, _ = exported
     with open(os.path.join(out, 'infer_cfg.yml')) as f:
         cfg = yaml.safe_load(f)
     assert [op['type'] for op in cfg['Preprocess']] == [
@@ -192,3 +200,9 @@ def test_failed_onnx_conversion_is_one_clear_error(tmp_path):
         export_onnx(str(tmp_path))
     assert '\n' not in str(info.value)
     assert not (tmp_path / 'model.onnx').exists()
+
+
+def test_export_installs_nothing(exported):
+    """The first ONNX conversion of the session left every installed package as it was (the
+    converter's default constant folding pip-installs what it wants)."""
+    assert exported[3] == set()

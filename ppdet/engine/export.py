@@ -211,8 +211,12 @@ def export_onnx(output_dir, opset=16):
     return path
 
 
+# optimize_tool='none': paddle2onnx's default constant folding (polygraphy) sets
+# POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages at run time (it replaced numpy 1.x by
+# 2.x in a fresh environment); onnxruntime folds constants itself when it loads the model.
 _CONVERT = ('import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], '
-            'opset_version=int(sys.argv[4]), enable_onnx_checker=True, verbose=False)')
+            'opset_version=int(sys.argv[4]), enable_onnx_checker=True, verbose=False, '
+            'optimize_tool="none")')
 
 
 def _ops_named(node, name, found):
