@@ -41,3 +41,11 @@ def test_trainer_applies_the_policy_on_cpu(tmp_path, monkeypatch):
     Trainer(make_cfg(tmp_path), mode='eval', model=TinyModel())
     assert applied[0] == 1
     assert applied[1] == cpu_threads(None, ppdet.USER_OMP_NUM_THREADS)
+
+
+def test_bad_value_in_a_config_file_fails_at_load_naming_the_file(tmp_path):
+    from ppdet.core.config import load_config
+    path = tmp_path / 'threads.yml'
+    path.write_text('cpu_threads: 0\n')
+    with pytest.raises(ConfigError, match=r'threads\.yml: cpu_threads must be a positive'):
+        load_config(str(path))

@@ -45,8 +45,9 @@ class PaddleRuntime:
     """Paddle Inference predictor: CPU (oneDNN optional) or GPU (TensorRT optional)."""
 
     def __init__(self, model_dir, device='cpu', cpu_threads=None, enable_mkldnn=True,
-                 enable_mkldnn_bfloat16=False, run_mode='paddle', batch_size=1, trt_min_shape=320, trt_max_shape=1344,
-                 trt_opt_shape=800, min_subgraph_size=60):
+                 enable_mkldnn_bfloat16=False, run_mode='paddle', batch_size=1,
+                 trt_min_shape=320, trt_max_shape=1344, trt_opt_shape=800,
+                 min_subgraph_size=60):
         import paddle.inference as pi
         model = os.path.join(model_dir, 'model.json')
         if not os.path.isfile(model):

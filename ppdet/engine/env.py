@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from ppdet.core.config import config_check
 from ppdet.core.errors import ConfigError
 
 __all__ = ['select_device', 'cpu_threads', 'set_cpu_threads', 'init_distributed',
@@ -31,7 +32,7 @@ def cpu_threads(requested=None, user_env=None, cores=None, local_ranks=None):
     would run its CPU kernels on one thread.
     """
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        if not _is_thread_count(requested):
             raise ConfigError(f'cpu_threads must be a positive integer or null, '
                               f'got {requested!r}')
         return requested
@@ -43,6 +44,18 @@ def cpu_threads(requested=None, user_env=None, cores=None, local_ranks=None):
     if local_ranks is None:
         local_ranks = int(os.environ.get('PADDLE_LOCAL_SIZE', '1') or 1)
     return max(cores // max(local_ranks, 1), 1)
+
+
+def _is_thread_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@config_check
+def _check_cpu_threads(cfg):
+    value = cfg.get('cpu_threads')
+    if value is not None and not _is_thread_count(value):
+        raise ConfigError(f'{cfg.source_of("cpu_threads") or "config"}: cpu_threads must be a '
+                          f'positive integer or null, got {value!r}')
 
 
 def set_cpu_threads(requested=None):
