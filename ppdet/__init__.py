@@ -9,6 +9,11 @@ __version__ = '0.1.0'
 # read before that (see ppdet.engine.env.cpu_threads); None when unknown.
 USER_OMP_NUM_THREADS = None if 'paddle' in sys.modules else os.environ.get('OMP_NUM_THREADS')
 
+# Before MKL's first call: its fast kernels on non-Intel CPUs (see ppdet.utils.cpuinfo).
+from .utils.cpuinfo import select_mkl_kernels  # noqa: E402
+
+MKL_CPU_TYPE = select_mkl_kernels()
+
 # Importing these packages registers every component for the YAML workspace.
 for _package in ('data', 'modeling', 'optimizer', 'metrics', 'engine'):
     importlib.import_module(f'{__name__}.{_package}')

@@ -15,6 +15,7 @@ from ppdet.core.errors import (CheckpointError, ConfigError, DataError, Training
 from ppdet.core.workspace import create
 from ppdet.metrics import COCOMetric, load_categories
 from ppdet.optimizer import ModelEMA
+from ppdet.utils.cpuinfo import describe_cpu
 from ppdet.utils.logger import setup_logger
 from ppdet.utils.checkpoint import (assign_state, load_checkpoint, load_weights, save_checkpoint,
                                     weights_path)
@@ -75,7 +76,7 @@ class Trainer:
         self.rank, self.world_size = init_distributed()
         setup_logger(self.rank)
         if self.device == 'cpu':
-            logger.info('CPU: %d threads', set_cpu_threads(cfg.get('cpu_threads')))
+            logger.info('CPU: %s', describe_cpu(set_cpu_threads(cfg.get('cpu_threads'))))
         self.seed = cfg.get('seed')
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(2 ** 31)
