@@ -95,9 +95,22 @@ def test_category_logits_scores_and_kernels(stages, ref):
         np.testing.assert_allclose(stages['kernels'][k], ref[f'kernel_pred_l{k}'],
                                    atol=1e-4, rtol=1e-3)
         scores, theirs = stages['cate_scores'][k], ref[f'cate_pred_l{k}']
-        np.testing.assert_allclose(scores, theirs, atol=1e-5)
-        np.testing.assert_array_equal(scores > 0, theirs > 0)
+        tie = point_nms_near_ties(ref[f'cate_logit_l{k}'])
+        assert tie.mean() < 0.05         # the rest is compared exactly
+        np.testing.assert_allclose(scores[~tie], theirs[~tie], atol=1e-5)
+        np.testing.assert_array_equal(scores[~tie] > 0, theirs[~tie] > 0)
         np.testing.assert_array_equal(scores > 0.1, theirs > 0.1)
+
+
+def point_nms_near_ties(logits, tolerance=1e-5):
+    """``[B, S, S, C]``: cells whose score is within round-off of the largest of the upper,
+    left and upper-left neighbours. Point NMS keeps a cell only when it equals that window's
+    maximum, so at a near tie the decision depends on the CPU's summation order."""
+    heat = 1. / (1. + np.exp(-logits.astype(np.float64).transpose(0, 2, 3, 1)))
+    padded = np.pad(heat, ((0, 0), (1, 0), (1, 0), (0, 0)), constant_values=-np.inf)
+    neighbours = np.maximum(np.maximum(padded[:, :-1, 1:], padded[:, 1:, :-1]),
+                            padded[:, :-1, :-1])
+    return np.abs(neighbours - heat) < tolerance
 
 
 def test_final_outputs(stages, ref):
