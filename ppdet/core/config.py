@@ -29,7 +29,7 @@ RUNTIME_KEYS = {
     'keep_checkpoint_max', 'nan_policy', 'skip_bad_samples', 'patience', 'seed',
     'TrainDataset', 'EvalDataset', 'TestDataset', 'LearningRate', 'OptimizerBuilder',
     'TrainReader', 'EvalReader', 'TestReader', 'quickstart_data', 'draw_threshold',
-    'eval', 'classwise', 'output_eval', 'debug', 'cpu_threads',
+    'eval', 'classwise', 'output_eval', 'debug', 'cpu_threads', 'inference_engine',
 }
 
 _current = None
