@@ -19,7 +19,7 @@ setup(
     install_requires=requirements('requirements.txt'),
     extras_require={
         'dev': ['pytest>=7.4', 'hypothesis>=6.80'],
-        'export': ['paddle2onnx>=2.0', 'onnxruntime>=1.18'],
+        'export': ['paddle2onnx>=2.0', 'onnxruntime>=1.18', 'ml_dtypes>=0.5,<0.6'],
         'tools': ['matplotlib>=3.7'],
     },
 )
