@@ -123,6 +123,9 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads or usable_cores()
         options.log_severity_level = 3      # no warning per unused initializer
+        # the arena keeps (and grows) what the largest run needed; without it the peak RSS
+        # at 800x1216 is a quarter lower, at the same speed
+        options.enable_cpu_mem_arena = False
         providers = ['CPUExecutionProvider']
         if device == 'gpu':
             providers.insert(0, 'CUDAExecutionProvider')

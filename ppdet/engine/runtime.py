@@ -150,6 +150,9 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3      # no warning per unused initializer
+        # the arena keeps (and grows) what the largest run needed; without it the peak RSS
+        # at 800x1216 is a quarter lower, at the same speed
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(os.path.join(folder, ONNX_FILE), options,
                                             providers=['CPUExecutionProvider'])
 
