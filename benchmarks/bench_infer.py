@@ -24,8 +24,8 @@ prints the file's table only.
 
 **Eval forward ratio** (``--ratio``): ``solov2_r50_fpn_1x`` at 512x512 and 800x1216, batch 1,
 the parity fixture's photo, seeded weights: this toolkit through its fastest exact engine
-(``inference_engine: auto``, the program built beforehand in another process, as a second
-evaluation finds it) against the reference-equivalent eager forward: the same network with a
+(``inference_engine: auto``, or ``--engine``; the program built beforehand in another
+process, as a second evaluation finds it) against the reference-equivalent eager forward: the same network with a
 reference-style post-processing (bench_model.py) run on MKL's own kernel choice
 (``MKL_DEBUG_CPU_TYPE`` empty, what a user of the reference gets on an AMD CPU), at equal
 threads. Each side in its own process; peak RSS is that process's.
@@ -266,7 +266,7 @@ def photo_inputs(hw):
             paddle.ones([1, 2]))
 
 
-def ratio_side(side, hw, threads, repeats, cache_dir):
+def ratio_side(side, hw, threads, repeats, cache_dir, engine):
     """One side of the ratio, in this process: ``build`` (the toolkit's program, untimed),
     ``toolkit`` or ``reference``. Prints one JSON line."""
     from ppdet.engine.runtime import build_runtime
@@ -284,7 +284,7 @@ def ratio_side(side, hw, threads, repeats, cache_dir):
                                                   *inputs[1:])
         engine = 'eager, reference-style post-processing'
     else:
-        runtime = build_runtime(model, cfg, engine='auto', threads=threads, cache_dir=cache_dir)
+        runtime = build_runtime(model, cfg, engine=engine, threads=threads, cache_dir=cache_dir)
         forward, engine = (lambda: runtime(*inputs)), runtime.engine
         if side == 'build':
             forward()
@@ -302,7 +302,7 @@ def run_ratio(args):
           'equivalent s (CPU s) | peak RSS GB | ratio (wall) | ratio (CPU) | load |\n'
           '|---|---|---|---|---|---|---|---|---|---|')
     with tempfile.TemporaryDirectory(dir=scratch_dir()) as cache:
-        for hw in RATIO_SIZES:
+        for hw in args.sizes:
             for threads in args.threads:
                 threads = threads or cpu_threads()
                 sides = {}
@@ -313,7 +313,8 @@ def run_ratio(args):
                     proc = subprocess.run(
                         [sys.executable, os.path.abspath(__file__), '--ratio_side', side,
                          '--ratio_size', f'{hw[0]}x{hw[1]}', '--threads', str(threads),
-                         '--repeats', str(args.repeats), '--cache', cache],
+                         '--repeats', str(args.repeats), '--cache', cache,
+                         '--engine', args.engine],
                         env=env, capture_output=True, text=True)
                     if proc.returncode:
                         sys.exit(f'{side} {hw} failed:\n{proc.stderr[-3000:]}')
@@ -338,6 +339,10 @@ def int_list(text):
     return [int(v) for v in text.split(',')]
 
 
+def size_list(text):
+    return [tuple(int(v) for v in size.split('x')) for size in text.split(',')]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +356,9 @@ def main(argv=None):
     parser.add_argument('--results', default=DEFAULT_RESULTS, help='JSON lines, appended')
     parser.add_argument('--table', action='store_true', help='print the results file and stop')
     parser.add_argument('--ratio', action='store_true', help='the eval forward ratio instead')
+    parser.add_argument('--engine', default='auto', help='--ratio: the toolkit\'s inference_engine')
+    parser.add_argument('--sizes', type=size_list, default=list(RATIO_SIZES),
+                        help='--ratio: comma list of HxW')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--ratio_side', help=argparse.SUPPRESS)
     parser.add_argument('--ratio_size', help=argparse.SUPPRESS)
@@ -362,7 +370,8 @@ def main(argv=None):
         parser.error(f'unknown paths {", ".join(sorted(unknown))}')
     if args.ratio_side:
         hw = tuple(int(v) for v in args.ratio_size.split('x'))
-        return ratio_side(args.ratio_side, hw, args.threads[0], args.repeats, args.cache)
+        return ratio_side(args.ratio_side, hw, args.threads[0], args.repeats, args.cache,
+                          args.engine)
     if args.ratio:
         return run_ratio(args)
     if args.child:
