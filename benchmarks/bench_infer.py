@@ -24,9 +24,9 @@ prints the file's table only.
 
 **Eval forward ratio** (``--ratio``): ``solov2_r50_fpn_1x`` at 512x512 and 800x1216, batch 1,
 the parity fixture's photo, seeded weights: this toolkit through its fastest exact engine
-(``inference_engine: auto``, or ``--engine``; the program built beforehand in another
-process, as a second evaluation finds it) against the reference-equivalent eager forward: the same network with a
-reference-style post-processing (bench_model.py) run on MKL's own kernel choice
+(``inference_engine: auto``, or ``--engine``; the program built beforehand in another process,
+as a second evaluation finds it) against the reference-equivalent eager forward: the same
+network with a reference-style post-processing (bench_model.py) run on MKL's own kernel choice
 (``MKL_DEBUG_CPU_TYPE`` empty, what a user of the reference gets on an AMD CPU), at equal
 threads. Each side in its own process; peak RSS is that process's.
 
@@ -347,7 +347,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--case', action='append', help='config:HxW:repeats (repeatable)')
-    parser.add_argument('--paths', default=','.join(PATHS), help='comma list of ' + ', '.join(PATHS))
+    parser.add_argument('--paths', default=','.join(PATHS),
+                        help='comma list of ' + ', '.join(PATHS))
     parser.add_argument('--threads', type=int_list, default=[1, 0],
                         help='comma list of thread counts; 0: every usable core')
     parser.add_argument('--batch', type=int_list, default=[1, 4], help='comma list of batch sizes')

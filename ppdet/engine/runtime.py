@@ -21,6 +21,7 @@ the model runs eager. Each fallback logs one line.
 """
 import atexit
 import dataclasses
+import functools
 import glob
 import hashlib
 import importlib.metadata
@@ -276,13 +277,12 @@ class ProgramCache:
         return target
 
 
-def _export(model, cfg, engine):
-    def build(folder):
-        export_model(model, cfg, folder, onnx=engine == 'onnx', outputs=RUNTIME_OUTPUTS)
-        if engine == 'onnx':            # model.onnx holds the weights
-            for name in (MODEL_FILE, PARAMS_FILE):
-                os.remove(os.path.join(folder, name))
-    return build
+def _build_program(model, cfg, engine, folder):
+    export_model(model, cfg, folder, onnx=engine == 'onnx', outputs=RUNTIME_OUTPUTS)
+    if engine == 'onnx':            # model.onnx holds the weights
+        for name in (MODEL_FILE, PARAMS_FILE):
+            os.remove(os.path.join(folder, name))
+    return folder
 
 
 def _temporary_folder():
@@ -296,26 +296,22 @@ def _program_folder(model, cfg, engine, weights, cache_dir):
     weights_file = weights_path(weights) + '.pdparams' if weights else None
     if weights_file and not os.path.isfile(weights_file):
         weights_file = None
-    expected = fingerprint(cfg, weights_file, engine)
     if cache_dir is None and weights_file is None:     # nothing to key a cache on
-        return _export_to(_temporary_folder(), model, cfg, engine)
+        return _build_program(model, cfg, engine, _temporary_folder())
     cache = ProgramCache(cache_dir) if cache_dir else ProgramCache.beside(weights_file)
+    expected = fingerprint(cfg, weights_file, engine)
     folder = cache.lookup(engine, expected)
     if folder:
         logger.info(f'inference engine {engine}: reusing {folder}')
         return folder
     try:
-        folder = cache.store(engine, expected, _export(model, cfg, engine))
+        folder = cache.store(engine, expected,
+                             functools.partial(_build_program, model, cfg, engine))
     except OSError as e:
         logger.warning(f'{cache.root}: cannot write the inference cache ({e.strerror or e}); '
                        'building the program in a temporary folder')
-        return _export_to(_temporary_folder(), model, cfg, engine)
+        return _build_program(model, cfg, engine, _temporary_folder())
     logger.info(f'inference engine {engine}: program built in {folder}')
-    return folder
-
-
-def _export_to(folder, model, cfg, engine):
-    _export(model, cfg, engine)(folder)
     return folder
 
 
