@@ -20,13 +20,14 @@ import pytest
 
 import eval as eval_script
 import infer as infer_script
+import train as train_script
 from ppdet.core.errors import CheckpointError, WeightsError
 from ppdet.modeling.backbones.resnet import ResNet
 from ppdet.utils import download
 from ppdet.utils.checkpoint import load_checkpoint, load_weights
 from ppdet.utils.cli import run_main
 
-from conftest import PARITY, REFERENCE, ROOT
+from conftest import PARITY, REFERENCE, ROOT, SHARED_DATA, needs_shared
 
 pytestmark = pytest.mark.usefixtures('fresh_logger')
 
@@ -290,3 +291,33 @@ def test_two_process_launch_downloads_once(tmp_path, server):
     assert len(server.requests) == 1
     assert f'ResNet18_pretrained.pdparams: loaded {len(backbone.state_dict())} tensors' in logs
     assert os.listdir(tmp_path / 'cache') == ['ResNet18_pretrained.pdparams']
+
+
+@needs_shared
+def test_enhance_config_with_amp_trains_from_the_backbone_in_the_cache(
+        tmp_path, cache, monkeypatch):
+    backbone = ResNet(depth=50, variant='d', freeze_at=0, freeze_norm=False,
+                      dcn_v2_stages=[1, 2, 3], lr_mult_list=[0.05, 0.05, 0.1, 0.15])
+    cache.mkdir()
+    file = cache / 'ResNet50_vd_ssld_v2_pretrained.pdparams'
+    weights_file(backbone, file)
+
+    def no_download(*args):
+        raise AssertionError('the cached backbone was not used')
+    monkeypatch.setattr(download, '_download', no_download)
+    data = os.path.join(SHARED_DATA, 'coco_person60')
+    small = '{interp: 1, target_size: [128, 128], keep_ratio: true}'
+    train_ops = (f'[{{Decode: {{}}}}, {{Poly2Mask: {{}}}}, {{Resize: {small}}}, '
+                 f'{{NormalizeImage: {NORMALIZE}}}, {{Permute: {{}}}}]')
+    with logged_messages() as messages:
+        trainer = run_main(train_script.main, [
+            '-c', os.path.join(ROOT, 'configs/solov2_r50_enhance_coco.yml'), '--amp', '-o',
+            f'save_dir={tmp_path / "out"}', 'max_iters=1', 'worker_num=0', 'num_classes=1',
+            f'TrainDataset.dataset_dir={data}', 'TrainDataset.image_dir=images/train2017',
+            'TrainDataset.anno_path=annotations/person_keypoints_train2017.json',
+            'TrainDataset.sample_num=2', 'TrainReader.batch_size=1',
+            f'TrainReader.sample_transforms={train_ops}'])
+    loaded = f'{file}: loaded {len(backbone.state_dict())} tensors\n'
+    assert any(m.startswith(loaded) for m in messages), messages
+    assert trainer.total_steps == 1
+    assert (tmp_path / 'out' / 'solov2_r50_enhance_coco' / 'model_final.pdparams').is_file()
