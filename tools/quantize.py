@@ -17,6 +17,7 @@ accurate. Check the accuracy on your data with ``benchmarks/bench_precision.py``
 """
 import argparse
 import glob
+import importlib.util
 import os
 import shutil
 import sys
@@ -78,6 +79,9 @@ class _Calibration:
 def quantize(model_dir, images, output_dir, reduce_range=True, quant_format='qdq'):
     """Write the int8 model of ``model_dir`` to ``output_dir``, calibrated on ``images``
     (image files, or BGR arrays as OpenCV decodes them). Returns ``output_dir``."""
+    if any(importlib.util.find_spec(m) is None for m in ('onnxruntime', 'ml_dtypes')):
+        raise ConfigError('int8 quantization needs the export extras: '
+                          'pip install -r requirements-export.txt')
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
