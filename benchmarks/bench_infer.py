@@ -46,9 +46,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for folder in (ROOT, os.path.join(ROOT, 'deploy', 'python'), os.path.join(ROOT, 'tools'),
-               os.path.dirname(os.path.abspath(__file__))):
-    sys.path.insert(0, folder)
+# the deploy predictor's ``infer`` before the scripts of the same name (./infer.py, tools/)
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(ROOT, 'deploy', 'python'),
+                ROOT]
+sys.path.append(os.path.join(ROOT, 'tools'))     # model_stats, quantize
 
 import ppdet  # noqa: E402,F401  (MKL kernel choice before paddle's first call)
 import paddle  # noqa: E402

@@ -62,6 +62,12 @@ def test_batch_of_two_images_gives_drawings_and_results(exported, image_dir, tmp
     assert capsys.readouterr().out.count('detections (score >= 0.1)') == 2
 
 
+def test_predictor_uses_every_usable_core_by_default(exported, monkeypatch):
+    monkeypatch.setattr(infer, 'usable_cores', lambda: 3)
+    session = infer.Detector(exported[0], 'onnx').runtime.session
+    assert session.get_session_options().intra_op_num_threads == 3
+
+
 def test_uncompressed_rle_decodes_to_the_mask_with_pycocotools():
     mask_util = pytest.importorskip('pycocotools.mask')
     rng = np.random.RandomState(0)

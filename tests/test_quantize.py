@@ -14,7 +14,7 @@ from test_export import exported, synthetic_images  # noqa: F401  (session fixtu
 
 pytest.importorskip('onnxruntime.quantization')
 infer = import_deploy_predictor()
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.append(os.path.join(ROOT, 'tools'))   # after deploy/python: tools/ has an infer.py
 import quantize  # noqa: E402
 
 

@@ -214,3 +214,13 @@ def test_model_sections_follow_the_components_the_architecture_names(quickstart)
     assert {'SOLOv2', 'ResNet', 'FPN', 'SOLOv2Head', 'SOLOv2MaskHead', 'MaskMatrixNMS',
             'num_classes'} <= set(sections)
     assert not {'TrainReader', 'LearningRate', 'weights', 'epoch'} & set(sections)
+
+
+@pytest.mark.skipif(not rt._installed('onnx'), reason='needs paddle2onnx and onnxruntime')
+def test_runtime_uses_every_usable_core_by_default(quickstart, tmp_path, monkeypatch):
+    import ppdet
+    cfg, model, _ = quickstart
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(ppdet, 'USER_OMP_NUM_THREADS', None)
+    runtime = rt.build_runtime(model, cfg, engine='onnx', cache_dir=str(tmp_path))
+    assert runtime.session.get_session_options().intra_op_num_threads == 3
