@@ -239,12 +239,13 @@ def run_case(case, args, threads, workdir):
 
 
 TABLE_HEADER = ('| model | input | path | threads | batch | ms/image | CPU ms/image | '
-                'inference ms | G mult-adds | GFLOP/s | vs eager | load | CPU |\n'
-                '|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+                'inference ms | G mult-adds | GFLOP/s | vs eager | vs eager (CPU) | load | CPU |\n'
+                '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def format_row(row, eager=None):
-    ratio = f'{eager["ms"] / row["ms"]:.2f}x' if eager else ''
+    ratio = (f'{eager["ms"] / row["ms"]:.2f}x | {eager["cpu_ms"] / row["cpu_ms"]:.2f}x' if eager
+             else ' | ')
     return (f'| {row["model"]} | {row["input"]} | {row["path"]} | {row["threads"]} | '
             f'{row["batch"]} | {row["ms"]:.1f} | {row["cpu_ms"]:.1f} | '
             f'{row["inference_ms"]:.1f} | {row["gmacs"]:.1f}{"*" * bool(row["uncounted"])} | '
