@@ -152,6 +152,9 @@ def test_cache_is_stale_when_config_code_or_versions_change(quickstart, tmp_path
     with monkeypatch.context() as patch:
         patch.setattr(rt, 'MODEL_CODE', ('modeling/heads/*.py',))
         assert found() is None
+    with monkeypatch.context() as patch:       # another CPU: onnxruntime's layouts differ
+        patch.setattr(rt, 'cpu_flags', lambda: {'avx2', 'fma'})
+        assert found() is None
     weights.write_bytes(b'other weights')
     assert found() is None
     # a folder without its build record (an interrupted build) is never used
