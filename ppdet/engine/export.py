@@ -26,6 +26,7 @@ from paddle.static import InputSpec
 
 from ppdet.core.errors import ConfigError, ExportError
 from ppdet.engine.trainer import category_names
+from ppdet.modeling.ops import bilinear_matrix
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
            'spare_detection_row', 'export_model', 'infer_config', 'export_onnx']
@@ -68,22 +69,8 @@ def _as_float(value):
 def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode):
     """Resize along ``axis`` (2 or 3) as a product with the ``[out, in]`` interpolation matrix:
     under oneDNN a product is far faster than gathers blended by broadcast weights."""
-    dst = paddle.arange(out_size, dtype='float32')
-    in_f, out_f = _as_float(in_size), _as_float(out_size)
-    if align_corners:
-        steps = (max(out_f - 1, 1.0) if isinstance(out_f, float)
-                 else paddle.clip(out_f - 1, min=1.0))
-        src = dst * (in_f - 1) / steps
-    else:
-        ratio = 1.0 / scale if scale else in_f / out_f
-        src = (dst + 0.5) * ratio - 0.5 if align_mode == 0 else dst * ratio
-        src = paddle.clip(src, min=0.0)
-    low = paddle.floor(src)
-    weight = (src - low).unsqueeze(1)
-    high = paddle.minimum(low + 1, in_f - 1)
-    cols = paddle.arange(in_size, dtype='float32').unsqueeze(0)
-    matrix = ((cols == low.unsqueeze(1)).astype('float32') * (1 - weight)
-              + (cols == high.unsqueeze(1)).astype('float32') * weight)
+    matrix = bilinear_matrix(in_size, out_size, in_size, out_size, align_corners, align_mode,
+                             scale)[0]
     # 2-D products only: paddle 3.3.1 under oneDNN computed the broadcast product with a 4-D
     # [B, C, H, W] operand wrongly inside the model
     if axis == 2:

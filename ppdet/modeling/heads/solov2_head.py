@@ -17,9 +17,8 @@ from ..layers.conv_norm import ConvNormLayer
 from ..layers.coord_conv import add_coord_channels
 from ..layers.drop_block import DropBlock
 from ..layers.matrix_nms import MaskMatrixNMS
-from ..ops import batched_gather
 from ..losses.solov2_loss import SOLOv2Loss
-from ..post_process import bilinear_matrix, masks_to_boxes
+from ..ops import batched_gather, bilinear_matrix, masks_to_boxes
 
 __all__ = ['SOLOv2Head', 'point_nms']
 
@@ -36,6 +35,11 @@ def point_nms(heat, kernel_size=2):
 
 def _resize(x, **kwargs):
     return F.interpolate(x, mode='bilinear', align_corners=False, align_mode=0, **kwargs)
+
+
+def _conv_norm(ch_in, ch_out, norm_type, use_dcn):
+    return ConvNormLayer(ch_in, ch_out, 3, 1, norm_type=norm_type,
+                         initializer=Normal(mean=0., std=0.01), dcn='head' if use_dcn else None)
 
 
 def _head_conv(ch_in, ch_out, bias_init=0.):
@@ -83,14 +87,13 @@ class SOLOv2Head(nn.Layer):
 
         self.kernel_convs, self.cate_convs = [], []
         for i in range(stacked_convs):
-            conv_args = dict(norm_type=norm_type, use_dcn=i in dcn_v2_stages)
-            ch_in = seg_feat_channels if i else in_channels
+            ch_in, use_dcn = seg_feat_channels if i else in_channels, i in dcn_v2_stages
             self.kernel_convs.append(self.add_sublayer(
                 f'bbox_head.kernel_convs.{i}',
-                ConvNormLayer(ch_in + 2 * (i == 0), seg_feat_channels, 3, 1, **conv_args)))
+                _conv_norm(ch_in + 2 * (i == 0), seg_feat_channels, norm_type, use_dcn)))
             self.cate_convs.append(self.add_sublayer(
                 f'bbox_head.cate_convs.{i}',
-                ConvNormLayer(ch_in, seg_feat_channels, 3, 1, **conv_args)))
+                _conv_norm(ch_in, seg_feat_channels, norm_type, use_dcn)))
         self.solo_kernel = self.add_sublayer(
             'bbox_head.solo_kernel', _head_conv(seg_feat_channels, kernel_out_channels))
         self.solo_cate = self.add_sublayer(
