@@ -17,12 +17,12 @@ from ppdet.core.workspace import REGISTRY, create
 
 from . import transforms  # noqa: F401  (registers the transforms)
 from .imageio import check_image_file
-from .reader import BATCH_KEYS, EvalReader, Loader, TestReader, TrainReader, head_grids
+from .reader import BATCH_KEYS, EvalReader, Loader, TestReader, TrainReader
 from .source import COCODataSet, ImageFolder, QuickStartDataSet, generate_quickstart
 
 __all__ = ['build_dataset', 'build_loader', 'check_images', 'COCODataSet', 'ImageFolder',
            'QuickStartDataSet', 'generate_quickstart', 'TrainReader', 'EvalReader',
-           'TestReader', 'Loader', 'BATCH_KEYS', 'head_grids']
+           'TestReader', 'Loader', 'BATCH_KEYS']
 
 logger = logging.getLogger(__name__)
 
