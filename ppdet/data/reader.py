@@ -234,8 +234,8 @@ class _TransformedDataset(paddle.io.Dataset):
 class _Collate:
     """Batch transforms, then stack every batch key (per-level targets stay lists)."""
 
-    def __init__(self, ops):
-        self.ops = ops
+    def __init__(self, ops, shared_memory=False):
+        self.ops, self.shared_memory = ops, shared_memory
 
     def __call__(self, samples):
         failure = next((s for s in samples if isinstance(s, _Failure)), None)
@@ -255,34 +255,27 @@ class _Collate:
                 continue
             values = [s[key] for s in samples]
             if isinstance(values[0], list):
-                batch[key] = [np.stack(level) for level in zip(*values)]
+                batch[key] = [self._carried(np.stack(level)) for level in zip(*values)]
             else:
-                batch[key] = np.stack([np.asarray(v) for v in values])
-        return _carry_empty_levels(batch)
+                batch[key] = self._carried(np.stack([np.asarray(v) for v in values]))
+        return batch
+
+    def _carried(self, array):
+        return _ZeroSize(array) if self.shared_memory and array.size == 0 else array
 
 
-# Paddle cannot move a zero-size array through shared memory, so a level without any positive
-# in the batch travels as one zero row and is cut back to zero rows by ``Loader``.
-_EMPTY_LEVELS = 'empty_levels'
+class _ZeroSize:
+    """A zero-size array on its way from a worker (a level without any positive in the batch):
+    paddle cannot place one in shared memory, so its shape and type travel instead."""
 
+    def __init__(self, array):
+        self.shape, self.dtype = list(array.shape), str(array.dtype)
 
-def _carry_empty_levels(batch):
-    empty = [l for l, rows in enumerate(batch.get('ins_label', [])) if rows.shape[1] == 0]
-    for l in empty:
-        rows = batch['ins_label'][l]
-        batch['ins_label'][l] = np.zeros(rows.shape[:1] + (1,) + rows.shape[2:], rows.dtype)
-        batch['grid_order'][l] = np.zeros((rows.shape[0], 1), np.int32)
-    if empty:
-        batch[_EMPTY_LEVELS] = np.array(empty, np.int64)
-    return batch
-
-
-def _restore_empty_levels(batch):
-    if _EMPTY_LEVELS in batch:
-        for l in batch.pop(_EMPTY_LEVELS).numpy().tolist():
-            batch['ins_label'][l] = batch['ins_label'][l][:, :0]
-            batch['grid_order'][l] = batch['grid_order'][l][:, :0]
-    return batch
+    @staticmethod
+    def restored(value):
+        if isinstance(value, list):
+            return [_ZeroSize.restored(v) for v in value]
+        return paddle.zeros(value.shape, value.dtype) if isinstance(value, _ZeroSize) else value
 
 
 class Loader:
@@ -296,8 +289,9 @@ class Loader:
         self.batch_sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last,
                                                seed, even=even_ranks, **ranks)
         self.samples = _TransformedDataset(dataset, sample_ops, seed, skip_bad_samples)
+        collate = _Collate(batch_ops, shared_memory=use_shared_memory and num_workers > 0)
         self._loader = paddle.io.DataLoader(
-            self.samples, batch_sampler=self.batch_sampler, collate_fn=_Collate(batch_ops),
+            self.samples, batch_sampler=self.batch_sampler, collate_fn=collate,
             num_workers=num_workers, use_shared_memory=use_shared_memory, return_list=True)
 
     def set_epoch(self, epoch, start_batch=0):
@@ -310,7 +304,7 @@ class Loader:
         for batch in self._loader:
             if _Failure.KEY in batch:
                 raise _Failure.error_of(batch)
-            yield _restore_empty_levels(batch)
+            yield {key: _ZeroSize.restored(value) for key, value in batch.items()}
 
 
 # -- the reader sections -------------------------------------------------------------------
