@@ -20,9 +20,10 @@ def test_coco_person_train_split_as_the_reference_reads_it():
     root = os.path.join(SHARED_DATA, 'coco_person60')
     ds = COCODataSet(root, 'images/train2017', 'annotations/person_keypoints_train2017.json',
                      data_fields=FIELDS)
-    raw = json.load(open(ds.get_anno()))
+    raw = json.load(open(ds.anno_path))
     assert ds.problems == []
-    assert ds.catid2clsid == {1: 0} and ds.clsid2catid == {0: 1} and ds.category_names == ['person']
+    assert ds.categories.catid2clsid == {1: 0} and ds.categories.clsid2catid == {0: 1}
+    assert ds.category_names == ['person']
     ids = [int(r['im_id'][0]) for r in ds.records]
     assert ids == sorted(ids) and len(ids) == 19       # images without a usable box are skipped
     assert not any(r['is_crowd'].any() for r in ds.records)      # crowd not loaded by default
@@ -80,7 +81,7 @@ def test_valid_set_maps_categories_in_file_order(tmp_path):
     write(tmp_path, make_coco(tmp_path))
     ds = dataset(tmp_path)
     assert ds.problems == [] and len(ds) == 3
-    assert ds.catid2clsid == {3: 0, 1: 1} and ds.category_names == ['box', 'other']
+    assert ds.categories.catid2clsid == {3: 0, 1: 1} and ds.category_names == ['box', 'other']
     assert ds[0]['gt_class'].tolist() == [[0]]
 
 

@@ -53,7 +53,7 @@ def check_images(dataset):
 
 def _check_num_classes(cfg, key, dataset):
     """The model's ``num_classes`` must match the dataset's category list."""
-    categories = getattr(dataset, 'catid2clsid', None)
+    categories = getattr(dataset, 'categories', None)
     num_classes = cfg.get('num_classes')
     if categories and num_classes is not None and len(categories) != num_classes:
         raise ConfigError(f'{getattr(dataset, "anno_path", key)}: {len(categories)} categories but '
