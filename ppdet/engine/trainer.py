@@ -13,7 +13,8 @@ import paddle.distributed as dist
 from ppdet.core.errors import (CheckpointError, ConfigError, DataError, TrainingError,
                                WeightsError)
 from ppdet.core.workspace import create
-from ppdet.metrics import COCOMetric, load_categories
+from ppdet.data.source.categories import Categories
+from ppdet.metrics import COCOMetric
 from ppdet.optimizer import ModelEMA
 from ppdet.utils.cpuinfo import describe_cpu
 from ppdet.utils.logger import setup_logger
@@ -371,7 +372,8 @@ class Trainer:
                 visualize=True):
         """Run the model on image files; write drawings and, optionally, ``segm.json``."""
         from tqdm import tqdm
-        from ppdet.metrics import split_outputs, to_records
+        from ppdet.metrics import to_records
+        from ppdet.modeling.detections import split_detections
         from ppdet.utils.visualizer import draw_detections
         names = category_names(self.cfg)
         clsid2catid = {i: i for i in range(len(names))}
@@ -389,7 +391,7 @@ class Trainer:
             above_score += int(outputs['num_above_score'].sum())
             candidates += int(outputs['num_candidates'].sum())
             detected += int(outputs['bbox_num'].sum())
-            for det in split_outputs(batch, outputs):
+            for det in split_detections(batch, outputs):
                 path = images[det.im_id]
                 if save_results:
                     for iou_type, recs in to_records(det, clsid2catid).items():
@@ -447,14 +449,14 @@ def _test_anno_file(cfg):
 
 def result_category_ids(cfg):
     anno = _test_anno_file(cfg)
-    return list(load_categories(anno)[0].values()) if anno else None
+    return list(Categories.from_file(anno).ids) if anno else None
 
 
 def category_names(cfg):
     """Class names for drawings: the TestDataset's categories, COCO names, or class ids."""
     anno = _test_anno_file(cfg)
     if anno:
-        return load_categories(anno)[1]
+        return list(Categories.from_file(anno).names)
     num_classes = cfg.get('num_classes', 80)
     if num_classes == len(COCO_NAMES):
         return list(COCO_NAMES)
