@@ -25,7 +25,7 @@ import yaml
 from paddle.static import InputSpec
 
 from ppdet.core.errors import ConfigError, ExportError
-from ppdet.engine.trainer import category_names
+from ppdet.data import test_categories
 from ppdet.modeling.ops import bilinear_matrix
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
@@ -170,7 +170,7 @@ def export_model(model, cfg, output_dir, onnx=False, opset=16):
                                       full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, 'model'))
     with open(os.path.join(output_dir, INFER_CFG_FILE), 'w') as f:
-        yaml.safe_dump(infer_config(cfg), f, sort_keys=False, default_flow_style=None)
+        yaml.safe_dump(infer_config(model, cfg), f, sort_keys=False, default_flow_style=None)
     if onnx:
         export_onnx(output_dir, opset=opset)
     return output_dir
@@ -256,21 +256,24 @@ def _preprocess_ops(cfg):
     return ops
 
 
-def infer_config(cfg):
-    """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program."""
-    head = cfg.get('SOLOv2Head') or {}
+def infer_config(model, cfg):
+    """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program.
+
+    Architecture name and thresholds are the built model's; preprocessing, draw threshold and
+    labels come from the config."""
+    thresholds = model.thresholds
     return {
         'mode': 'paddle',
-        'arch': cfg.get('architecture', 'SOLOv2'),
+        'arch': type(model).__name__,
         'metric': cfg.get('metric', 'COCO'),
         'mask': True,
         'use_dynamic_shape': True,
         'min_subgraph_size': 60,
         'draw_threshold': float(cfg.get('draw_threshold', 0.5)),
-        'score_threshold': float(head.get('score_threshold', 0.1)),
-        'mask_threshold': float(head.get('mask_threshold', 0.5)),
+        'score_threshold': float(thresholds.score_threshold),
+        'mask_threshold': float(thresholds.mask_threshold),
         'inputs': [spec.name for spec in input_spec()],
         'outputs': list(OUTPUT_NAMES),
         'Preprocess': _preprocess_ops(cfg),
-        'label_list': category_names(cfg),
+        'label_list': list(test_categories(cfg).names),
     }

@@ -47,7 +47,7 @@ class ImageFolder:
         if self.anno_path and os.path.isfile(self.anno_path):
             self.categories = Categories.from_file(self.anno_path)
         elif self.anno_path:
-            logger.warning('%s not found: classes are shown by index', self.anno_path)
+            logger.warning('%s not found: the classes get default names', self.anno_path)
         self.records = []
         if image_dir:
             self.set_images(os.path.join(self.dataset_dir, image_dir))
