@@ -26,7 +26,7 @@ def main(argv):
     from ppdet.utils.logger import setup_logger
     setup_logger()
     if args.json_eval:
-        from ppdet.engine.trainer import eval_anno_file
+        from ppdet.engine.evaluation import eval_anno_file
         from ppdet.metrics import evaluate_json
         return evaluate_json(args.output_eval or '.', eval_anno_file(cfg),
                              bool(cfg.get('classwise')))
