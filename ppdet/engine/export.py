@@ -69,8 +69,8 @@ def _as_float(value):
 def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode):
     """Resize along ``axis`` (2 or 3) as a product with the ``[out, in]`` interpolation matrix:
     under oneDNN a product is far faster than gathers blended by broadcast weights."""
-    matrix = bilinear_matrix(in_size, out_size, in_size, out_size, align_corners, align_mode,
-                             scale)[0]
+    matrix = bilinear_matrix(in_size, out_size, align_corners=align_corners,
+                             align_mode=align_mode, scale=scale)[0]
     # 2-D products only: paddle 3.3.1 under oneDNN computed the broadcast product with a 4-D
     # [B, C, H, W] operand wrongly inside the model
     if axis == 2:

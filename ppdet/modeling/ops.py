@@ -16,16 +16,20 @@ def batched_gather(x, index):
     return flat.reshape(paddle.concat([paddle.shape(index), x_shape[2:]]))
 
 
-def bilinear_matrix(in_size, out_size, in_len, out_len, align_corners=False, align_mode=0,
-                    scale=None):
+def bilinear_matrix(in_size, out_size, in_len=None, out_len=None, align_corners=False,
+                    align_mode=0, scale=None):
     """The linear map of a bilinear resize from ``in_size`` to ``out_size`` samples, as a
     matrix, with the options (and the arithmetic) of ``F.interpolate``.
 
-    ``in_size``/``out_size``: float tensors ``[B]`` (per image sizes) or scalars; the result
-    ``[B, out_len, in_len]`` is zero in rows ``>= out_size`` and columns ``>= in_size``, so
-    images of one batch can have their own (cropped) input and output sizes. ``scale`` (a
-    float), when given, sets the sampling ratio ``1 / scale`` instead of ``in / out``.
+    ``in_size``/``out_size``: float tensors ``[B]`` (per image sizes) or scalars. With
+    ``in_len``/``out_len`` the result ``[B, out_len, in_len]`` is zero in rows ``>= out_size``
+    and columns ``>= in_size``, so images of one batch can have their own (cropped) input and
+    output sizes; without, it is ``[B, out_size, in_size]``. ``scale`` (a float), when given,
+    sets the sampling ratio ``1 / scale`` instead of ``in / out``.
     """
+    padded = out_len is not None
+    in_len = in_size if in_len is None else in_len
+    out_len = out_size if out_len is None else out_len
     in_size, out_size = _float_column(in_size), _float_column(out_size)
     dst = paddle.arange(out_len, dtype='float32').reshape([1, -1])
     if align_corners:
@@ -39,7 +43,7 @@ def bilinear_matrix(in_size, out_size, in_len, out_len, align_corners=False, ali
     cols = paddle.arange(in_len, dtype='float32').reshape([1, 1, -1])
     weights = (cols == lo.unsqueeze(2)).astype('float32') * (1. - frac) + \
         (cols == hi.unsqueeze(2)).astype('float32') * frac
-    return weights * (dst < out_size).astype('float32').unsqueeze(2)
+    return weights * (dst < out_size).astype('float32').unsqueeze(2) if padded else weights
 
 
 def _float_column(value):
