@@ -4,7 +4,6 @@ inference fed by an injected detector."""
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 
 import numpy as np
@@ -257,17 +256,6 @@ def small_config(tmp_path_factory):
     return cfg, folder
 
 
-@pytest.fixture()
-def logged():
-    records = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger('ppdet')
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
 def test_evaluation_takes_its_detections_from_the_injected_detector(small_config, tmp_path):
     cfg, _ = small_config
     detector = BoxDetector()
@@ -280,7 +268,7 @@ def test_evaluation_takes_its_detections_from_the_injected_detector(small_config
 
 
 def test_inference_takes_its_detections_from_the_injected_detector(small_config, tmp_path,
-                                                                    logged):
+                                                                    ppdet_log):
     cfg, folder = small_config
     trainer = Trainer(cfg, mode='test', detector=BoxDetector())
     records = trainer.predict(str(folder / 'val'), output_dir=str(tmp_path),
@@ -290,4 +278,5 @@ def test_inference_takes_its_detections_from_the_injected_detector(small_config,
     assert [r['image_id'] for r in records['segm']] == [0, 1, 2]
     written = json.loads((tmp_path / 'bbox.json').read_text())
     assert [r['bbox'] for r in written] == [[8.0, 8.0, 32.0, 32.0]] * 3
-    assert '3 images: 3 detections; 3 drawn, 0 below draw_threshold 0.5' in logged
+    assert '3 images: 3 detections; 3 drawn, 0 below draw_threshold 0.5' in \
+        [r.getMessage() for r in ppdet_log]
