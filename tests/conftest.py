@@ -54,3 +54,18 @@ def ppdet_log():
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def fresh_logger():
+    """A script run in the test process sets the ``ppdet`` logger up on the stdout of the test
+    that runs it first, which pytest closes after that test: each test using this fixture
+    starts and ends without that handler."""
+    logger = logging.getLogger('ppdet')
+
+    def reset():
+        logger.handlers.clear()
+        logger._configured = False
+    reset()
+    yield
+    reset()
