@@ -1,1 +1,6 @@
+"""Training, evaluation and inference; :class:`Trainer` builds them from a config."""
+from .checkpointer import Checkpointer  # noqa: F401
+from .loop import TrainingLoop  # noqa: F401
+from .predictor import EagerDetector, Predictor  # noqa: F401
+from .train_step import TrainStep  # noqa: F401
 from .trainer import Trainer  # noqa: F401
