@@ -59,7 +59,7 @@ from preprocess import Preprocessor, collate  # noqa: E402
 from ppdet.core.config import load_config  # noqa: E402
 from ppdet.core.workspace import create  # noqa: E402
 from ppdet.engine.env import cpu_threads  # noqa: E402
-from ppdet.engine.export import export_model, infer_config  # noqa: E402
+from ppdet.engine.export import export_model  # noqa: E402
 from ppdet.utils.cpuinfo import describe_cpu  # noqa: E402
 
 SEED_CONFIGS = ('solov2_r50_fpn_1x_coco', 'solov2_r50_fpn_3x_coco', 'solov2_r50_enhance_coco',

@@ -43,6 +43,19 @@ def import_deploy_predictor():
     return sys.modules['deploy_infer']
 
 
+@pytest.fixture()
+def ppdet_log():
+    """The records logged on the ``ppdet`` logger meanwhile (the scripts' logger does not
+    propagate to pytest's capture once set up)."""
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger('ppdet')
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
 @pytest.fixture
 def fresh_logger():
     """A script run in the test process sets the ``ppdet`` logger up on the stdout of the test

@@ -319,5 +319,5 @@ def test_enhance_config_with_amp_trains_from_the_backbone_in_the_cache(
             f'TrainReader.sample_transforms={train_ops}'])
     loaded = f'{file}: loaded {len(backbone.state_dict())} tensors\n'
     assert any(m.startswith(loaded) for m in messages), messages
-    assert trainer.total_steps == 1
+    assert trainer.plan.total_steps == 1
     assert (tmp_path / 'out' / 'solov2_r50_enhance_coco' / 'model_final.pdparams').is_file()

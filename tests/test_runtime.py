@@ -40,13 +40,13 @@ def log_lines():
 def quickstart():
     """(config, model, (inputs of a batch of two images, their sizes))."""
     cfg, model = build_quickstart()
-    return cfg, model, quickstart_inputs(cfg)
+    return cfg, model, quickstart_inputs(model, cfg)
 
 
-def quickstart_inputs(cfg):
+def quickstart_inputs(model, cfg):
     from ppdet.engine.export import infer_config
     from preprocess import Preprocessor, collate
-    preprocess = Preprocessor(infer_config(cfg)['Preprocess'])
+    preprocess = Preprocessor(infer_config(model, cfg)['Preprocess'])
     samples = [preprocess(image) for image in synthetic_images()]
     feeds = collate(samples)
     return [paddle.to_tensor(feeds[k]) for k in ('image', 'im_shape', 'scale_factor')], \
