@@ -287,7 +287,7 @@ def ratio_side(side, hw, threads, repeats, cache_dir, engine):
         engine = 'eager, reference-style post-processing'
     else:
         runtime = build_runtime(model, cfg, engine=engine, threads=threads, cache_dir=cache_dir)
-        forward, engine = (lambda: runtime(*inputs)), runtime.engine
+        forward, engine = (lambda: runtime(*inputs)), getattr(runtime, 'engine', 'eager')
         if side == 'build':
             forward()
             return

@@ -4,7 +4,7 @@
 that stands in for ``model.predict``: the same inputs, the same keys, shapes and dtypes
 (see docs/architecture.md). The engine is the config's ``inference_engine``:
 
-* ``eager``: ``model.predict`` itself (paddle dygraph);
+* ``eager``: ``model.predict`` itself (:class:`~ppdet.engine.predictor.EagerDetector`);
 * ``paddle``: the exported program in Paddle Inference with oneDNN kernels;
 * ``onnx``: the exported program converted to ONNX, in onnxruntime;
 * ``auto`` (default): the first of ``onnx``, ``paddle``, ``eager`` whose packages are
@@ -18,7 +18,7 @@ cache is reused while the weights file, the config's model sections, the model c
 paddle / paddle2onnx / onnxruntime versions and the CPU are unchanged, and rebuilt otherwise
 (onnxruntime's optimised graph is specific to the CPU's vector width). Where it
 cannot be written the program is built in a temporary folder; where it cannot be built at all
-the model runs eager. Each fallback logs one line.
+the next engine of ``auto`` runs, and in the end the model eager. Each fallback logs one line.
 """
 import atexit
 import dataclasses
@@ -44,8 +44,9 @@ from ppdet.utils.cpuinfo import cpu_flags, cpu_model
 
 from .env import cpu_threads
 from .export import MODEL_FILE, ONNX_FILE, OUTPUT_NAMES, PARAMS_FILE, export_model
+from .predictor import EagerDetector
 
-__all__ = ['ENGINES', 'RUNTIME_OUTPUTS', 'build_runtime', 'resolve_engine', 'EagerRuntime',
+__all__ = ['ENGINES', 'RUNTIME_OUTPUTS', 'build_runtime', 'resolve_engine',
            'PaddleInferenceRuntime', 'OnnxRuntime', 'ProgramCache', 'model_sections']
 
 logger = logging.getLogger('ppdet')
@@ -104,17 +105,6 @@ def _as_outputs(arrays):
     for key in PER_DETECTION:
         out[key] = out[key][:count]
     return {key: paddle.to_tensor(value) for key, value in out.items()}
-
-
-class EagerRuntime:
-    engine = 'eager'
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, image, im_shape, scale_factor):
-        with paddle.no_grad():
-            return self.model.predict(image, im_shape, scale_factor)
 
 
 class PaddleInferenceRuntime:
@@ -368,4 +358,4 @@ def build_runtime(model, cfg, weights=None, engine=None, threads=None, cache_dir
             logger.warning(f'inference engine {name} unavailable '
                            f'({lines[-1] if lines else type(e).__name__})')
     logger.info('inference engine: eager')
-    return EagerRuntime(model)
+    return EagerDetector(model)
