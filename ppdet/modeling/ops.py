@@ -52,11 +52,19 @@ def _float_column(value):
     return paddle.cast(value, 'float32').reshape([-1, 1])
 
 
-def masks_to_boxes(masks):
+def masks_to_boxes(masks, threshold=None):
     """Tight boxes ``[N, 4]`` (x1, y1, x2, y2; x2/y2 one past the last pixel, so ``x2 - x1`` is
-    the width in pixels) of binary masks ``[N, H, W]``; all zeros for an empty mask."""
-    rows = masks.any(axis=2).astype('int64')
-    cols = masks.any(axis=1).astype('int64')
+    the width in pixels) of binary masks ``[N, H, W]``; all zeros for an empty mask.
+
+    With ``threshold``, ``masks`` are scores and the masks ``masks > threshold``: a row holds
+    a pixel of the mask when its largest score is above the threshold, so no full-size
+    binary (or, in ONNX, int32) copy of the masks is made.
+    """
+    if threshold is None:
+        rows, cols = masks.any(axis=2), masks.any(axis=1)
+    else:
+        rows, cols = masks.max(axis=2) > threshold, masks.max(axis=1) > threshold
+    rows, cols = rows.astype('int64'), cols.astype('int64')
     # one past the last set pixel as the largest (position + 1) among set pixels: ``flip``
     # of a run-time-sized axis has no ONNX conversion
     y1 = rows.argmax(axis=1)

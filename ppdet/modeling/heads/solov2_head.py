@@ -237,11 +237,13 @@ class SOLOv2Head(nn.Layer):
         rows = image_of * paddle.shape(labels)[1] + paddle.gather(index.flatten(), kept)
         det_labels = paddle.gather(labels.flatten(), rows)
         det_scores = paddle.gather(det_scores.flatten(), kept)
-        segm = self._paste(paddle.gather(soft.flatten(0, 1), rows), image_of,
-                           paddle.shape(mask_feat)[2:], im_shape, scale_factor)
-        bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1),
-                              det_scores.unsqueeze(1), masks_to_boxes(segm)], axis=1)
-        return {'segm': segm.astype('uint8'), 'cate_label': det_labels.astype('int64'),
+        masks = self._paste(paddle.gather(soft.flatten(0, 1), rows), image_of,
+                            paddle.shape(mask_feat)[2:], im_shape, scale_factor)
+        # boxes before the threshold: the float masks are freed right after it
+        bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1), det_scores.unsqueeze(1),
+                              masks_to_boxes(masks, self.mask_threshold)], axis=1)
+        segm = (masks > self.mask_threshold).astype('uint8')
+        return {'segm': segm, 'cate_label': det_labels.astype('int64'),
                 'cate_score': det_scores, 'bbox': bbox,
                 'bbox_num': keep.astype('int32').sum(axis=1).astype('int32'),
                 # per image, what passed each threshold before Matrix NMS (for logs)
@@ -280,10 +282,11 @@ class SOLOv2Head(nn.Layer):
         return labels, scores, soft, binary, above, valid
 
     def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
-        """Soft masks ``[N, H/4 * W/4]`` -> binary masks at the original size, the reference's
+        """Soft masks ``[N, H/4 * W/4]`` -> mask scores at the original size, the reference's
         way: bilinear x4 to the padded input, crop to the resized image, bilinear to the
-        original size, threshold. Both resizes are linear and separable, so each axis is one
-        composed matrix per image; columns are mapped first, at the low resolution."""
+        original size (the caller thresholds them). Both resizes are linear and separable, so
+        each axis is one composed matrix per image; columns are mapped first, at the low
+        resolution."""
         padded_hw = feat_hw * 4
         crop_hw = paddle.floor(im_shape)
         orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
@@ -293,5 +296,4 @@ class SOLOv2Head(nn.Layer):
             bilinear_matrix(feat_hw[axis:axis + 1], padded_hw[axis:axis + 1], feat_hw[axis],
                             padded_hw[axis])), image_of) for axis in (0, 1)]
         masks = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
-        masks = paddle.matmul(rows, paddle.matmul(masks, cols, transpose_y=True))
-        return masks > self.mask_threshold
+        return paddle.matmul(rows, paddle.matmul(masks, cols, transpose_y=True))
