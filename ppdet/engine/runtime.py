@@ -2,7 +2,8 @@
 
 :func:`build_runtime` returns a callable ``(image, im_shape, scale_factor) -> output dict``
 that stands in for ``model.predict``: the same inputs, the same keys, shapes and dtypes
-(see docs/architecture.md). The engine is the config's ``inference_engine``:
+(numpy arrays from the exported engines; see docs/architecture.md). The engine is the config's
+``inference_engine``:
 
 * ``eager``: ``model.predict`` itself (:class:`~ppdet.engine.predictor.EagerDetector`);
 * ``paddle``: the exported program in Paddle Inference with oneDNN kernels;
@@ -10,7 +11,7 @@ that stands in for ``model.predict``: the same inputs, the same keys, shapes and
 * ``auto`` (default): the first of ``onnx``, ``paddle``, ``eager`` whose packages are
   installed. onnxruntime was the fastest float32 engine on every CPU measured (AMD Zen 2 and
   Zen 5, Intel Xeon with AMX; ``benchmarks/bench_infer.py``); all three agree within float32
-  round-off.
+  round-off. On a GPU ``auto`` is ``eager`` (the exported engines run on the CPU).
 
 The exported engines are built on first use with :func:`ppdet.engine.export.export_model`
 and cached beside the weights (``model_final.pdparams`` -> ``model_final.inference/``). The
@@ -18,7 +19,12 @@ cache is reused while the weights file, the config's model sections, the model c
 paddle / paddle2onnx / onnxruntime versions and the CPU are unchanged, and rebuilt otherwise
 (onnxruntime's optimised graph is specific to the CPU's vector width). Where it
 cannot be written the program is built in a temporary folder; where it cannot be built at all
-the next engine of ``auto`` runs, and in the end the model eager. Each fallback logs one line.
+the next engine of ``auto`` runs, and in the end the model eager. Each fallback logs one line,
+and one line names the engine that runs.
+
+Given ``load_weights``, :func:`build_runtime` puts the weights into the model only when the
+model itself is needed (a program the cache does not hold, or eager), so a cached program
+runs without them; :func:`release_parameters` frees them once an exported program runs.
 """
 import atexit
 import dataclasses
@@ -39,7 +45,7 @@ import paddle
 from ppdet.core.config import config_check
 from ppdet.core.errors import ConfigError, PPDetError
 from ppdet.core.workspace import REGISTRY, get_schema
-from ppdet.utils.checkpoint import weights_path
+from ppdet.utils.checkpoint import params_file, weights_path
 from ppdet.utils.cpuinfo import cpu_flags, cpu_model
 
 from .env import cpu_threads
@@ -47,7 +53,8 @@ from .export import MODEL_FILE, ONNX_FILE, OUTPUT_NAMES, PARAMS_FILE, export_mod
 from .predictor import EagerDetector
 
 __all__ = ['ENGINES', 'RUNTIME_OUTPUTS', 'build_runtime', 'resolve_engine',
-           'PaddleInferenceRuntime', 'OnnxRuntime', 'ProgramCache', 'model_sections']
+           'release_parameters', 'PaddleInferenceRuntime', 'OnnxRuntime', 'ProgramCache',
+           'model_sections']
 
 logger = logging.getLogger('ppdet')
 
@@ -77,14 +84,15 @@ def _installed(engine):
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-def resolve_engine(engine):
+def resolve_engine(engine, device='cpu'):
     """The engines to try for ``engine``, in order: for ``auto`` every installed one, fastest
-    first; otherwise the one named (a ConfigError when its packages are missing)."""
+    first (on a GPU ``device``, eager only); otherwise the one named (a ConfigError when its
+    packages are missing)."""
     if engine not in ENGINES:
         raise ConfigError(f'inference_engine must be one of {", ".join(ENGINES)}, '
                           f'got {engine!r}')
     if engine == 'auto':
-        return [e for e in AUTO_ORDER if _installed(e)]
+        return [e for e in AUTO_ORDER if _installed(e) and (device == 'cpu' or e == 'eager')]
     if not _installed(engine):
         raise ConfigError(f'inference_engine {engine} needs paddle2onnx and onnxruntime: '
                           'pip install -r requirements-export.txt')
@@ -98,13 +106,13 @@ def _numpy(x):
 
 
 def _as_outputs(arrays):
-    """The program's outputs (``RUNTIME_OUTPUTS`` order) as model.predict's dict: tensors,
-    without the spare row."""
+    """The program's outputs (``RUNTIME_OUTPUTS`` order) as model.predict's dict of arrays,
+    without the spare row (views: the full-size masks are not copied)."""
     out = dict(zip(RUNTIME_OUTPUTS, arrays))
     count = int(out['bbox_num'].sum())
     for key in PER_DETECTION:
         out[key] = out[key][:count]
-    return {key: paddle.to_tensor(value) for key, value in out.items()}
+    return out
 
 
 class PaddleInferenceRuntime:
@@ -269,6 +277,10 @@ class ProgramCache:
     def folder(self, engine):
         return os.path.join(self.root, engine)
 
+    def remove(self):
+        """Delete the cached programs of every engine."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def lookup(self, engine, expected):
         """The folder when it holds a program built from ``expected``, else None."""
         folder = self.folder(engine)
@@ -312,50 +324,91 @@ def _temporary_folder():
     return folder
 
 
-def _program_folder(model, cfg, engine, weights, cache_dir):
-    """The folder of the exported program for ``engine``, built if needed."""
-    weights_file = weights_path(weights) + '.pdparams' if weights else None
-    if weights_file and not os.path.isfile(weights_file):
-        weights_file = None
-    if cache_dir is None and weights_file is None:     # nothing to key a cache on
-        return _build_program(model, cfg, engine, _temporary_folder())
+def _weights_file(weights):
+    """The local ``.pdparams`` file of ``weights`` (an address: its downloaded copy), None
+    for none or a missing file."""
+    if not weights:
+        return None
+    try:
+        return params_file(weights)
+    except PPDetError:
+        return None
+
+
+def _cached_program(cfg, engine, weights_file, cache_dir):
+    """``(cache, build record, folder)``: the folder is the cached program for ``engine``
+    when one was built from what is there now, else None. Nothing to key a cache on (no
+    weights file, no ``cache_dir``): ``(None, None, None)``."""
+    if cache_dir is None and weights_file is None:
+        return None, None, None
     cache = ProgramCache(cache_dir) if cache_dir else ProgramCache.beside(weights_file)
     expected = fingerprint(cfg, weights_file, engine)
-    folder = cache.lookup(engine, expected)
-    if folder:
-        logger.info(f'inference engine {engine}: reusing {folder}')
-        return folder
-    try:
-        folder = cache.store(engine, expected,
-                             functools.partial(_build_program, model, cfg, engine))
-    except OSError as e:
-        logger.warning(f'{cache.root}: cannot write the inference cache ({e.strerror or e}); '
-                       'building the program in a temporary folder')
-        return _build_program(model, cfg, engine, _temporary_folder())
-    logger.info(f'inference engine {engine}: program built in {folder}')
-    return folder
+    return cache, expected, cache.lookup(engine, expected)
 
 
-def build_runtime(model, cfg, weights=None, engine=None, threads=None, cache_dir=None):
+def _new_program(model, cfg, engine, cache, expected):
+    """Export ``model`` for ``engine`` into ``cache`` (a temporary folder without one, or
+    where the cache cannot be written)."""
+    if cache is not None:
+        try:
+            return cache.store(engine, expected,
+                               functools.partial(_build_program, model, cfg, engine))
+        except OSError as e:
+            logger.warning(f'{cache.root}: cannot write the inference cache '
+                           f'({e.strerror or e}); building the program in a temporary folder')
+    return _build_program(model, cfg, engine, _temporary_folder())
+
+
+def build_runtime(model, cfg, weights=None, engine=None, threads=None, cache_dir=None,
+                  load_weights=None, amp=None):
     """A callable standing in for ``model.predict`` on the configured engine.
 
-    ``weights``: the file the model's weights came from (keys the cache beside it; without it
-    the program is built in a temporary folder for this process). ``engine``: default the
-    config's ``inference_engine``. ``threads``: default as for eager (``cpu_threads``, else
-    ``OMP_NUM_THREADS`` as the user set it, else the usable cores). ``cache_dir``: another
-    cache folder than the one beside the weights.
+    ``weights``: the file (or address) the model's weights come from; it keys the cache
+    beside it (without it the program is built in a temporary folder for this process).
+    ``engine``: default the config's ``inference_engine``. ``threads``: default as for eager
+    (``cpu_threads``, else ``OMP_NUM_THREADS`` as the user set it, else the usable cores).
+    ``cache_dir``: another cache folder than the one beside the weights. ``load_weights``:
+    when the model does not hold the weights yet, a callable that loads them, called only if
+    the model is needed. ``amp``: the AMP settings of an eager run.
     """
     import ppdet
     threads = threads or cpu_threads(cfg.get('cpu_threads'), ppdet.USER_OMP_NUM_THREADS)
-    for name in resolve_engine(engine or cfg.get('inference_engine', 'auto')):
+    device = 'cpu' if paddle.get_device() == 'cpu' else 'gpu'
+    weights_file = _weights_file(weights)
+
+    def loaded_model():
+        nonlocal load_weights
+        if load_weights is not None:
+            load, load_weights = load_weights, None
+            load()
+        return model
+
+    for name in resolve_engine(engine or cfg.get('inference_engine', 'auto'), device):
         if name == 'eager':
             break
+        cache, expected, folder = _cached_program(cfg, name, weights_file, cache_dir)
+        how = 'reused from'
+        if not folder:
+            loaded_model()          # a weights file that does not fit stops here, in one line
+            how = 'built in'
         try:
-            return RUNTIMES[name](_program_folder(model, cfg, name, weights, cache_dir),
-                                  threads)
+            folder = folder or _new_program(model, cfg, name, cache, expected)
+            runtime = RUNTIMES[name](folder, threads)
         except (PPDetError, OSError, RuntimeError, ValueError) as e:
             lines = str(e).strip().splitlines()
             logger.warning(f'inference engine {name} unavailable '
                            f'({lines[-1] if lines else type(e).__name__})')
+            continue
+        logger.info(f'inference engine: {name} on {threads} CPU threads, program {how} '
+                    f'{folder}')
+        return runtime
     logger.info('inference engine: eager')
-    return EagerDetector(model)
+    return EagerDetector(loaded_model(), amp)
+
+
+def release_parameters(model):
+    """Free the memory of ``model``'s parameters and buffers (an exported program holds its
+    own copy); the model cannot run afterwards."""
+    for tensor in model.state_dict().values():
+        if tensor._is_initialized():
+            tensor._clear_data()

@@ -23,8 +23,9 @@ from ppdet.core.errors import CheckpointError, WeightsError
 from ppdet.utils.download import fetch, is_url
 from ppdet.utils.fileio import load_file, save_files
 
-__all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups',
-           'LoadReport', 'save_checkpoint', 'load_checkpoint', 'remove_checkpoint']
+__all__ = ['weights_path', 'params_file', 'load_weights', 'assign_state', 'match_partial',
+           'alias_groups', 'LoadReport', 'save_checkpoint', 'load_checkpoint',
+           'remove_checkpoint']
 
 
 EXTENSIONS = ('.pdparams', '.pdopt', '.pdmodel', '.pdema')
@@ -39,7 +40,7 @@ def weights_path(path):
     return path
 
 
-def _params_file(path, what):
+def params_file(path, what='weights'):
     """The ``.pdparams`` file for ``path`` (an address is fetched into the cache first), or a
     one-line error saying what to do."""
     if is_url(path):
@@ -126,7 +127,7 @@ def _np_dtype(tensor):
 
 def load_weights(model, path, strict=True, what='weights'):
     """Load ``path`` (with or without ``.pdparams``) into ``model``; returns a LoadReport."""
-    file = _params_file(path, what)
+    file = params_file(path, what)
     return assign_state(model, _read_state(file), file, strict)
 
 
