@@ -1,6 +1,9 @@
 """Evaluate a model: ``python eval.py -c CONFIG [-w WEIGHTS] [--output_eval DIR] [--classwise]``.
 
 Without ``-w`` the config's ``weights`` key is used (``output/<config name>/model_final``).
+The network runs on ``--engine`` (the config's ``inference_engine``; default ``auto``: the
+exported program in onnxruntime or Paddle Inference, built on first use and cached beside the
+weights, else eager).
 ``--json_eval`` scores the ``segm.json`` / ``bbox.json`` in ``--output_eval`` without a model.
 """
 from ppdet.utils.cli import ArgsParser, load_cli_config, run_main
@@ -16,13 +19,16 @@ def parse_args(argv):
     parser.add_argument('--json_eval', action='store_true',
                         help='evaluate the json files in --output_eval instead of running a model')
     parser.add_argument('--amp', action='store_true', default=None)
+    parser.add_argument('--engine', default=None,
+                        help='auto, eager, paddle or onnx (sets inference_engine)')
     return parser.parse_args(argv)
 
 
 def main(argv):
     args = parse_args(argv)
     cfg = load_cli_config(args, {'weights': args.weights, 'classwise': args.classwise,
-                                 'output_eval': args.output_eval, 'amp': args.amp})
+                                 'output_eval': args.output_eval, 'amp': args.amp,
+                                 'inference_engine': args.engine})
     from ppdet.utils.logger import setup_logger
     setup_logger()
     if args.json_eval:
@@ -32,7 +38,7 @@ def main(argv):
                              bool(cfg.get('classwise')))
     from ppdet.engine import Trainer
     trainer = Trainer(cfg, mode='eval')
-    trainer.load_weights(cfg.get('weights'))
+    trainer.load_for_inference(cfg.get('weights'))
     return trainer.evaluate(output_eval=cfg.get('output_eval'),
                             classwise=bool(cfg.get('classwise')))
 

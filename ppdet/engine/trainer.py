@@ -25,6 +25,7 @@ from .env import init_distributed, seed_everything, select_device, set_cpu_threa
 from .evaluation import eval_anno_file, evaluate
 from .loop import TrainingLoop
 from .predictor import EagerDetector, Predictor
+from .runtime import build_runtime, release_parameters
 from .state import Progress, TrainPlan
 from .train_step import TrainStep
 
@@ -45,7 +46,10 @@ class Trainer:
 
     ``model``, ``build_loader(cfg, mode)`` and ``detector`` (``(image, im_shape,
     scale_factor) -> outputs`` for evaluation and inference; default: the model, eagerly)
-    may be given to run other components.
+    may be given to run other components. For ``eval`` and ``test`` the model is built
+    without initial values (:class:`paddle.LazyGuard`): weights loaded next give every
+    parameter its value, and a program the inference cache holds needs none
+    (:meth:`load_for_inference`).
     """
 
     def __init__(self, cfg, mode='train', model=None, build_loader=None, detector=None):
@@ -61,13 +65,19 @@ class Trainer:
         seed_everything(self.progress.seed)
         self.amp = amp_settings(cfg, self.device)
         self.build_loader = build_loader or _default_loader
-        self.model = model if model is not None else create(cfg['architecture'], cfg)
+        self.model = model if model is not None else self._build_model()
         self.save_dir = os.path.join(cfg.get('save_dir', 'output'), cfg['filename'])
         self.ema = self.optimizer = self.schedule = None
         if mode == 'train':
             self._build_training()   # sets self.ema, optimizer, schedule, loader and plan
         self.detector = detector or EagerDetector(self.model, self.amp)
         self.checkpointer = Checkpointer(self.model, self.save_dir, self.optimizer, self.ema)
+
+    def _build_model(self):
+        if self.mode == 'train':
+            return create(self.cfg['architecture'], self.cfg)
+        with paddle.LazyGuard():
+            return create(self.cfg['architecture'], self.cfg)
 
     def _build_training(self):
         cfg = self.cfg
@@ -92,10 +102,24 @@ class Trainer:
 
     # ---- weights --------------------------------------------------------------------------
     def load_weights(self, path, strict=True, what='weights'):
+        self._require(path, what)
+        return self.checkpointer.load_weights(path, strict=strict, what=what)
+
+    def _require(self, path, what):
         if not path:
             raise WeightsError(f'{self.cfg["filename"]}: no weights to load; pass -w PATH or '
                                f'-o {what}=PATH')
-        return self.checkpointer.load_weights(path, strict=strict, what=what)
+
+    def load_for_inference(self, path):
+        """Evaluate and predict with the weights ``path`` through the config's
+        ``inference_engine`` (see :mod:`ppdet.engine.runtime`); once an exported program
+        runs, the model's own parameters are released."""
+        self._require(path, 'weights')
+        self.detector = build_runtime(self.model, self.cfg, weights=path, amp=self.amp,
+                                      load_weights=lambda: self.load_weights(path))
+        if not isinstance(self.detector, EagerDetector):
+            release_parameters(self.model)
+        return self.detector
 
     def resume(self, path):
         """Restore model, EMA, optimizer, schedule, epoch, step and seed from a checkpoint."""
