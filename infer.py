@@ -4,6 +4,8 @@ Drawn images go to ``--output_dir`` under their file names; ``--save_results`` a
 ``segm.json`` / ``bbox.json`` (COCO results, masks as RLE).  Only instances scoring at
 least ``--draw_threshold`` are drawn; the model's own thresholds (``SOLOv2Head.score_threshold``
 before Matrix NMS, ``MaskMatrixNMS.update_threshold`` after it) are set with ``-o``.
+The network runs on ``--engine`` as in eval.py; ``--batch_size N`` (``TestReader.batch_size``)
+runs up to N images of one size at a time, which gives the detections of one at a time.
 """
 import os
 
@@ -32,6 +34,11 @@ def parse_args(argv):
     parser.add_argument('--visualize', nargs='?', const='true', default='true',
                         help='write the drawn images (true/false)')
     parser.add_argument('--amp', action='store_true', default=None)
+    parser.add_argument('--engine', default=None,
+                        help='auto, eager, paddle or onnx (sets inference_engine)')
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help='images of one size per run of the network (sets '
+                             'TestReader.batch_size)')
     return parser.parse_args(argv)
 
 
@@ -53,12 +60,15 @@ def collect_images(infer_img, infer_dir):
 
 def main(argv):
     args = parse_args(argv)
-    cfg = load_cli_config(args, {'weights': args.weights, 'amp': args.amp,
-                                 'draw_threshold': args.draw_threshold})
+    flags = {'weights': args.weights, 'amp': args.amp, 'draw_threshold': args.draw_threshold,
+             'inference_engine': args.engine}
+    if args.batch_size is not None:
+        flags['TestReader'] = {'batch_size': args.batch_size}
+    cfg = load_cli_config(args, flags)
     images = collect_images(args.infer_img, args.infer_dir)
     from ppdet.engine import Trainer
     trainer = Trainer(cfg, mode='test')
-    trainer.load_weights(cfg.get('weights'))
+    trainer.load_for_inference(cfg.get('weights'))
     trainer.predict(images, output_dir=args.output_dir,
                     draw_threshold=float(cfg.get('draw_threshold', 0.5)),
                     save_results=parse_bool(args.save_results),

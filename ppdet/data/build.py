@@ -86,8 +86,9 @@ def build_dataset(cfg, mode, images=None, validate_images=None):
     return dataset
 
 
-def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
-    """The reader of ``mode`` over ``dataset`` (built with :func:`build_dataset` if None).
+def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None, batch_size=None):
+    """The reader of ``mode`` over ``dataset`` (built with :func:`build_dataset` if None),
+    in batches of the reader's ``batch_size`` unless ``batch_size`` is given.
 
     Training splits the data across ranks with ``paddle.io.DistributedBatchSampler`` (padded
     so every rank runs the same number of steps).  Evaluation and inference give every rank
@@ -106,7 +107,8 @@ def build_loader(cfg, mode, dataset=None, split_ranks=None, num_workers=None):
     seed = cfg.get('seed')
     return reader.loader(dataset, num_workers=num_workers, seed=0 if seed is None else int(seed),
                          split_ranks=split_ranks, even_ranks=mode == 'train',
-                         skip_bad_samples=bool(cfg.get('skip_bad_samples', False)))
+                         skip_bad_samples=bool(cfg.get('skip_bad_samples', False)),
+                         batch_size=batch_size)
 
 
 def test_categories(cfg, dataset=None):

@@ -336,11 +336,12 @@ class _Reader:
         return {'batch_transforms': entries}
 
     def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, even_ranks=True,
-               skip_bad_samples=False):
-        """See :class:`Loader`; ``even_ranks``: pad so every rank gets as many batches."""
-        return Loader(dataset, self.sample_ops, self.batch_ops, self.batch_size, self.shuffle,
-                      self.drop_last, num_workers, self.use_shared_memory, seed, split_ranks,
-                      even_ranks, skip_bad_samples)
+               skip_bad_samples=False, batch_size=None):
+        """See :class:`Loader`; ``even_ranks``: pad so every rank gets as many batches;
+        ``batch_size``: instead of the section's."""
+        return Loader(dataset, self.sample_ops, self.batch_ops, batch_size or self.batch_size,
+                      self.shuffle, self.drop_last, num_workers, self.use_shared_memory, seed,
+                      split_ranks, even_ranks, skip_bad_samples)
 
 
 @register

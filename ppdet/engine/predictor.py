@@ -2,13 +2,16 @@
 
 Detections come from one callable, ``detect(image, im_shape, scale_factor) -> outputs`` (the
 model's eval outputs, see docs/architecture.md); :class:`EagerDetector` runs the model, and a
-runner of an exported program can stand in for it.
+runner of an exported program can stand in for it. Images run in batches of one padded size
+(:func:`same_size_batches`).
 """
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 
 from ppdet.core.errors import ConfigError, DataError
@@ -16,7 +19,7 @@ from ppdet.modeling.detections import split_detections
 
 from .amp import autocast
 
-__all__ = ['EagerDetector', 'Predictor']
+__all__ = ['EagerDetector', 'Predictor', 'same_size_batches']
 
 logger = logging.getLogger('ppdet')
 
@@ -66,23 +69,64 @@ class _Tally:
                 f'{self.detected - self.drawn} below draw_threshold {draw_threshold}')
 
 
+def _concat(values):
+    if isinstance(values[0], paddle.Tensor):
+        return paddle.concat(values) if len(values) > 1 else values[0]
+    return np.concatenate([np.asarray(v) for v in values])
+
+
+def _merged(group):
+    return {key: _concat([batch[key] for batch in group]) for key in group[0]}
+
+
+def _count(group):
+    return sum(len(batch['image']) for batch in group)
+
+
+def same_size_batches(batches, size):
+    """The images of ``batches`` (dicts of ``image [B, 3, H, W]``, ``im_shape``, ...) again,
+    in batches of up to ``size`` images of one padded size, each yielded once full.
+
+    SOLOv2's grids and group norms span the whole padded input, so an image padded further to
+    the size of a larger one in its batch is detected differently; among images of one size
+    a batch gives the detections of one image at a time. At most ``2 * size`` images wait:
+    beyond that the size waiting longest goes in a smaller batch (as do the rest at the end).
+    """
+    if not isinstance(size, int) or size < 1:
+        raise ConfigError(f'TestReader.batch_size must be a positive integer, got {size!r}')
+    pending = {}        # padded size -> its batches waiting, the size waiting longest first
+    for batch in batches:
+        key = tuple(batch['image'].shape[2:])
+        pending.setdefault(key, []).append(batch)
+        if _count(pending[key]) >= size:
+            yield _merged(pending.pop(key))
+        elif sum(map(_count, pending.values())) > 2 * size:
+            yield _merged(pending.pop(next(iter(pending))))
+    for group in pending.values():
+        yield _merged(group)
+
+
 class Predictor:
-    """Runs ``detect`` on the images of a loader (its dataset lists their files).
+    """Runs ``detect`` on the images of a loader (its dataset lists their files), up to
+    ``batch_size`` images of one size at a time (:func:`same_size_batches`).
 
     ``categories``: the :class:`Categories` of the classes (names for drawings, category ids
     for results); ``thresholds``: the model's :class:`PredictionThresholds`, for the log.
     """
 
-    def __init__(self, detect, categories, thresholds=None, show_progress=True):
+    def __init__(self, detect, categories, thresholds=None, show_progress=True, batch_size=1):
         self.detect, self.categories, self.thresholds = detect, categories, thresholds
-        self.show_progress = show_progress
+        self.show_progress, self.batch_size = show_progress, batch_size
 
     def __call__(self, loader):
-        """The :class:`Detections` of every image of ``loader``, in order."""
+        """The :class:`Detections` of every image of ``loader``, grouped by image size."""
         from tqdm import tqdm
-        for batch in tqdm(loader, desc='infer', disable=not self.show_progress):
-            outputs = self.detect(batch['image'], batch['im_shape'], batch['scale_factor'])
-            yield from split_detections(batch, outputs)
+        with tqdm(total=len(loader.dataset), desc='infer', unit='image',
+                  disable=not self.show_progress) as progress:
+            for batch in same_size_batches(loader, self.batch_size):
+                outputs = self.detect(batch['image'], batch['im_shape'], batch['scale_factor'])
+                progress.update(len(batch['image']))
+                yield from split_detections(batch, outputs)
 
     def predict(self, loader, output_dir, draw_threshold=0.5, save_results=False,
                 visualize=True):
@@ -93,6 +137,7 @@ class Predictor:
         _prepare_output(output_dir)
         files = loader.dataset.image_files
         records, tally = {'segm': [], 'bbox': []}, _Tally()
+        start = time.perf_counter()
         for det in self(loader):
             if save_results:
                 for iou_type, recs in to_records(det, self.categories.clsid2catid).items():
@@ -100,7 +145,13 @@ class Predictor:
             tally.add(det, len(det.above(draw_threshold)))
             if visualize:
                 self._draw(files[det.im_id], det, draw_threshold, output_dir)
+        seconds = time.perf_counter() - start
         logger.info(tally.summary(self.thresholds, draw_threshold))
+        logger.info(f'{tally.images} images in {seconds:.1f} s, batch size {self.batch_size}: '
+                    f'{tally.images / max(seconds, 1e-9):.2f} images/s (reading, network, '
+                    f'drawing and results)')
+        for recs in records.values():       # in image order, as one image at a time gives
+            recs.sort(key=lambda r: r['image_id'])
         if visualize:
             logger.info(f'visualisations written to {output_dir}/')
         if save_results:

@@ -35,10 +35,12 @@ logger = logging.getLogger('ppdet')
 
 
 def _default_loader(cfg, mode, images=None):
-    """Train data split across ranks; evaluation split too (the metric gathers the records)."""
+    """Train data split across ranks; evaluation split too (the metric gathers the records).
+    Inference reads one image at a time; the Predictor batches images of one size."""
     from ppdet.data import build_dataset, build_loader
     dataset = build_dataset(cfg, mode, images=images)
-    return build_loader(cfg, mode, dataset, split_ranks=mode in ('train', 'eval'))
+    return build_loader(cfg, mode, dataset, split_ranks=mode in ('train', 'eval'),
+                        batch_size=1 if mode == 'test' else None)
 
 
 class Trainer:
@@ -200,5 +202,6 @@ class Trainer:
         from ppdet.data import test_categories
         loader = self.build_loader(self.cfg, 'test', images=images)
         predictor = Predictor(self.detector, test_categories(self.cfg, loader.dataset),
-                              self.model.thresholds, show_progress=self.rank == 0)
+                              self.model.thresholds, show_progress=self.rank == 0,
+                              batch_size=(self.cfg.get('TestReader') or {}).get('batch_size', 1))
         return predictor.predict(loader, output_dir, draw_threshold, save_results, visualize)
