@@ -2,7 +2,9 @@
 
 ``<save_dir>/<name>.pdparams`` holds the weights that are evaluated (the EMA average when
 ``use_ema``), ``.pdema`` the raw weights beside them, ``.pdopt`` the optimizer and schedule
-state plus where the run was (:class:`~ppdet.engine.state.Progress`).
+state plus where the run was (:class:`~ppdet.engine.state.Progress`). The programs that
+evaluation and inference export from ``<name>`` (``<name>.inference/``, see
+:mod:`ppdet.engine.runtime`) go when ``<name>`` is removed or written again.
 """
 import contextlib
 import logging
@@ -12,6 +14,7 @@ from ppdet.core.errors import CheckpointError
 from ppdet.utils.checkpoint import (assign_state, load_checkpoint, load_weights,
                                     remove_checkpoint, save_checkpoint, weights_path)
 
+from .runtime import ProgramCache
 from .state import Progress
 
 __all__ = ['Checkpointer']
@@ -69,6 +72,7 @@ class Checkpointer:
         with self.evaluated_weights():
             optimizer = self._optimizer_state(self.optimizer.state_dict(), to_structured=True)
             save_checkpoint(prefix, self.model.state_dict(), optimizer, extra, self._raw)
+        ProgramCache.beside(prefix).remove()        # built from the weights just replaced
         logger.info(f'saved {prefix}')
 
     def resume(self, path, steps_per_epoch, seed):
@@ -106,7 +110,9 @@ class Checkpointer:
         return sorted((n for n in names if n.isdigit()), key=int)
 
     def remove(self, name):
-        remove_checkpoint(os.path.join(self.save_dir, name))
+        prefix = os.path.join(self.save_dir, name)
+        remove_checkpoint(prefix)
+        ProgramCache.beside(prefix).remove()
 
     def _optimizer_state(self, state, to_structured):
         """Key optimizer buffers by state_dict names (``fc.weight_velocity_0``), not by paddle's
