@@ -17,6 +17,7 @@ from ppdet.core.config import load_config, merge_overrides
 from ppdet.core.errors import ConfigError, ExportError
 from ppdet.engine import runtime as rt
 from ppdet.engine.predictor import EagerDetector
+from ppdet.modeling.ops import masks_to_boxes
 
 EXPORTED = ['paddle', pytest.param('onnx', marks=pytest.mark.skipif(
     not rt._installed('onnx'), reason='needs paddle2onnx and onnxruntime'))]
@@ -44,11 +45,11 @@ def quickstart():
     return cfg, model, quickstart_inputs(model, cfg)
 
 
-def quickstart_inputs(model, cfg):
+def quickstart_inputs(model, cfg, images=None):
     from ppdet.engine.export import infer_config
     from preprocess import Preprocessor, collate
     preprocess = Preprocessor(infer_config(model, cfg)['Preprocess'])
-    samples = [preprocess(image) for image in synthetic_images()]
+    samples = [preprocess(image) for image in images or synthetic_images()]
     feeds = collate(samples)
     return [paddle.to_tensor(feeds[k]) for k in ('image', 'im_shape', 'scale_factor')], \
         [info['orig_hw'] for _, info in samples]
@@ -85,6 +86,19 @@ def test_runtime_gives_the_eager_outputs_on_a_batch(quickstart, engine, tmp_path
     for key in ('bbox_num', 'num_above_score', 'num_candidates'):
         np.testing.assert_array_equal(outputs[key], eager[key])
     assert_same_detections(per_image(outputs, sizes), per_image(eager, sizes))
+
+    # masks with fewer rows than the paste has blocks (a 5x7 image)
+    tiny = synthetic_images()[0][100:105, 200:207]
+    (inputs, _) = quickstart_inputs(model, cfg, [tiny])
+    with paddle.no_grad():
+        eager = arrays(model.predict(*inputs))
+    outputs = arrays(runtime(*inputs))
+    assert outputs['segm'].shape[1:] == (5, 7) and 0 < eager['bbox_num'][0] < 100
+    np.testing.assert_array_equal(outputs['cate_label'], eager['cate_label'])
+    np.testing.assert_allclose(outputs['cate_score'], eager['cate_score'], atol=1e-4)
+    assert (outputs['segm'] != eager['segm']).mean() < 1e-3
+    np.testing.assert_array_equal(outputs['bbox'][:, 2:], masks_to_boxes(
+        paddle.to_tensor(outputs['segm'].astype(bool))).numpy())
 
 
 @pytest.mark.skipif(not os.path.isdir(PARITY), reason='../shared is not present')

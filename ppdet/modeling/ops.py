@@ -4,7 +4,7 @@ Batched gathers, the matrices of bilinear resizes, and the boxes of masks.
 """
 import paddle
 
-__all__ = ['batched_gather', 'bilinear_matrix', 'masks_to_boxes']
+__all__ = ['batched_gather', 'bilinear_matrix', 'masks_to_boxes', 'boxes_from_hits']
 
 
 def batched_gather(x, index):
@@ -52,18 +52,15 @@ def _float_column(value):
     return paddle.cast(value, 'float32').reshape([-1, 1])
 
 
-def masks_to_boxes(masks, threshold=None):
-    """Tight boxes ``[N, 4]`` (x1, y1, x2, y2; x2/y2 one past the last pixel, so ``x2 - x1`` is
-    the width in pixels) of binary masks ``[N, H, W]``; all zeros for an empty mask.
+def masks_to_boxes(masks):
+    """Tight boxes ``[N, 4]`` of binary masks ``[N, H, W]`` (see :func:`boxes_from_hits`)."""
+    return boxes_from_hits(masks.any(axis=2), masks.any(axis=1))
 
-    With ``threshold``, ``masks`` are scores and the masks ``masks > threshold``: a row holds
-    a pixel of the mask when its largest score is above the threshold, so no full-size
-    binary (or, in ONNX, int32) copy of the masks is made.
-    """
-    if threshold is None:
-        rows, cols = masks.any(axis=2), masks.any(axis=1)
-    else:
-        rows, cols = masks.max(axis=2) > threshold, masks.max(axis=1) > threshold
+
+def boxes_from_hits(rows, cols):
+    """Tight boxes ``[N, 4]`` (x1, y1, x2, y2; x2/y2 one past the last pixel, so ``x2 - x1`` is
+    the width in pixels) of masks given by which of their rows ``[N, H]`` and columns
+    ``[N, W]`` hold a pixel (bool); all zeros for an empty mask."""
     rows, cols = rows.astype('int64'), cols.astype('int64')
     # one past the last set pixel as the largest (position + 1) among set pixels: ``flip``
     # of a run-time-sized axis has no ONNX conversion

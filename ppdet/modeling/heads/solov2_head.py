@@ -20,7 +20,7 @@ from ..layers.coord_conv import add_coord_channels
 from ..layers.drop_block import DropBlock
 from ..layers.matrix_nms import MaskMatrixNMS
 from ..losses.solov2_loss import SOLOv2Loss
-from ..ops import batched_gather, bilinear_matrix, masks_to_boxes
+from ..ops import batched_gather, bilinear_matrix, boxes_from_hits
 
 __all__ = ['SOLOv2Head', 'PredictionThresholds', 'point_nms']
 
@@ -28,6 +28,7 @@ CATEGORY_PRIOR = 0.01
 NUM_LEVELS = 5
 # SOLOv2Grids field -> the head's argument that sets it
 GRID_ARGS = {'num_grids': 'num_grids', 'strides': 'segm_strides', 'scale_ranges': 'scale_ranges'}
+PASTE_BLOCKS = 8         # masks at the original size are made in this many blocks of rows
 
 
 @dataclass(frozen=True)
@@ -237,12 +238,11 @@ class SOLOv2Head(nn.Layer):
         rows = image_of * paddle.shape(labels)[1] + paddle.gather(index.flatten(), kept)
         det_labels = paddle.gather(labels.flatten(), rows)
         det_scores = paddle.gather(det_scores.flatten(), kept)
-        masks = self._paste(paddle.gather(soft.flatten(0, 1), rows), image_of,
-                            paddle.shape(mask_feat)[2:], im_shape, scale_factor)
-        # boxes before the threshold: the float masks are freed right after it
+        segm, row_hits, col_hits = self._paste(paddle.gather(soft.flatten(0, 1), rows),
+                                               image_of, paddle.shape(mask_feat)[2:], im_shape,
+                                               scale_factor)
         bbox = paddle.concat([det_labels.astype('float32').unsqueeze(1), det_scores.unsqueeze(1),
-                              masks_to_boxes(masks, self.mask_threshold)], axis=1)
-        segm = (masks > self.mask_threshold).astype('uint8')
+                              boxes_from_hits(row_hits, col_hits)], axis=1)
         return {'segm': segm, 'cate_label': det_labels.astype('int64'),
                 'cate_score': det_scores, 'bbox': bbox,
                 'bbox_num': keep.astype('int32').sum(axis=1).astype('int32'),
@@ -282,18 +282,37 @@ class SOLOv2Head(nn.Layer):
         return labels, scores, soft, binary, above, valid
 
     def _paste(self, soft, image_of, feat_hw, im_shape, scale_factor):
-        """Soft masks ``[N, H/4 * W/4]`` -> mask scores at the original size, the reference's
-        way: bilinear x4 to the padded input, crop to the resized image, bilinear to the
-        original size (the caller thresholds them). Both resizes are linear and separable, so
-        each axis is one composed matrix per image; columns are mapped first, at the low
-        resolution."""
+        """Soft masks ``[N, H/4 * W/4]`` -> binary masks ``[N, H0, W0]`` uint8 at the original
+        size, and which of their rows ``[N, H0]`` and columns ``[N, W0]`` hold a pixel (for
+        the boxes). The reference's way: bilinear x4 to the padded input, crop to the resized
+        image, bilinear to the original size, threshold. Both resizes are linear and
+        separable, so each axis is one composed matrix per image; columns are mapped first, at
+        the low resolution.
+
+        The rows at the original size are made in ``PASTE_BLOCKS`` blocks, so that the float
+        scores of one block exist at a time, not of all masks (390 MB for 100 masks at
+        800x1216). The row matrix has ``PASTE_BLOCKS`` zero rows beyond the output, cut off
+        at the end: they keep every block non-empty (oneDNN kernels fail on empty tensors)."""
         padded_hw = feat_hw * 4
         crop_hw = paddle.floor(im_shape)
         orig_hw = paddle.floor(im_shape / scale_factor + 0.5)
         out_hw = orig_hw.max(axis=0).astype('int32')
+        out_len = [out_hw[0] + PASTE_BLOCKS, out_hw[1]]
         rows, cols = [paddle.gather(paddle.matmul(
-            bilinear_matrix(crop_hw[:, axis], orig_hw[:, axis], padded_hw[axis], out_hw[axis]),
+            bilinear_matrix(crop_hw[:, axis], orig_hw[:, axis], padded_hw[axis], out_len[axis]),
             bilinear_matrix(feat_hw[axis:axis + 1], padded_hw[axis:axis + 1], feat_hw[axis],
                             padded_hw[axis])), image_of) for axis in (0, 1)]
         masks = soft.astype('float32').reshape(paddle.concat([paddle.shape(soft)[:1], feat_hw]))
-        return paddle.matmul(rows, paddle.matmul(masks, cols, transpose_y=True))
+        inner = paddle.matmul(masks, cols, transpose_y=True)
+        height = paddle.shape(rows)[1]
+        hits, row_max, col_max = [], [], None
+        for i in range(PASTE_BLOCKS):
+            block = rows[:, height * i // PASTE_BLOCKS:height * (i + 1) // PASTE_BLOCKS]
+            scores = paddle.matmul(block, inner)
+            hits.append(scores > self.mask_threshold)
+            row_max.append(scores.max(axis=2))
+            top = scores.max(axis=1)
+            col_max = top if col_max is None else paddle.maximum(col_max, top)
+        segm = paddle.concat(hits, axis=1)[:, :out_hw[0]].astype('uint8')
+        row_hits = paddle.concat(row_max, axis=1)[:, :out_hw[0]] > self.mask_threshold
+        return segm, row_hits, col_max > self.mask_threshold
