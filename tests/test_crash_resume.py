@@ -20,7 +20,7 @@ import pytest
 from ppdet.utils.fileio import load_file, save_file
 
 from conftest import ROOT
-from test_security import Calls
+from fixtures.weight_files import Calls
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
 

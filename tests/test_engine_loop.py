@@ -5,68 +5,11 @@ import numpy as np
 import paddle
 import pytest
 
-from ppdet.core.config import Config
 from ppdet.core.errors import CheckpointError, TrainingError
-from ppdet.core.workspace import ComponentSpec
 from ppdet.engine import Trainer
 from ppdet.utils.fileio import load_file
 
-
-class TinyModel(paddle.nn.Layer):
-    """Linear regression whose outputs look like the detector's training outputs."""
-
-    def __init__(self, nan_at_step=None):
-        super().__init__()
-        self.fc = paddle.nn.Linear(4, 1)
-        self.norm = paddle.nn.BatchNorm1D(4)
-        self.alias = self.fc          # the same layer under a second name, as in SOLOv2
-        self.calls, self.nan_at_step = 0, nan_at_step
-
-    def forward(self, batch):
-        pred = self.fc(self.norm(batch['x']))
-        loss = ((pred - batch['y']) ** 2).mean()
-        if self.calls == self.nan_at_step:
-            loss = loss * float('nan')
-        self.calls += 1
-        return {'loss': loss, 'loss_ins': loss * 0.5, 'loss_cate': loss * 0.5}
-
-
-class TinyLoader:
-    """Eight batches per epoch, order and noise fixed by (epoch, batch), from ``start_batch`` on."""
-
-    def __init__(self):
-        rng = np.random.RandomState(0)
-        self.x = rng.randn(32, 4).astype('float32')
-        self.y = (self.x @ np.array([[1.], [-2.], [0.5], [3.]], 'float32') + 1).astype('float32')
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch, start_batch=0):
-        self.epoch, self.start = epoch, start_batch
-
-    def __len__(self):
-        return 8
-
-    def __iter__(self):
-        order = np.random.RandomState(self.epoch).permutation(32)
-        for i in range(self.start, 8):
-            idx = order[i * 4:(i + 1) * 4]
-            noise = np.random.RandomState([self.epoch, i]).randn(4, 1).astype('float32') * 0.01
-            yield {'x': paddle.to_tensor(self.x[idx]), 'y': paddle.to_tensor(self.y[idx] + noise)}
-
-
-def make_cfg(tmp_path, **extra):
-    cfg = Config({
-        'filename': 'tiny', 'save_dir': str(tmp_path), 'use_gpu': False, 'epoch': 3,
-        'log_iter': 1, 'snapshot_epoch': 1, 'seed': 3, 'keep_checkpoint_max': 2,
-        'TrainReader': {'batch_size': 4},
-        'LearningRate': {'base_lr': 0.05, 'schedulers': [
-            ComponentSpec('PiecewiseDecay', {'gamma': 0.1, 'milestones': [2]}),
-            ComponentSpec('LinearWarmup', {'start_factor': 0.1, 'steps': 4})]},
-        'OptimizerBuilder': {'optimizer': {'type': 'Momentum', 'momentum': 0.9},
-                             'regularizer': {'type': 'L2', 'factor': 1e-4}},
-    })
-    cfg.update(extra)
-    return cfg
+from fixtures.tiny_training import TinyLoader, TinyModel, make_cfg
 
 
 def run(cfg, resume=None, model=None):

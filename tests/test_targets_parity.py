@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from benchmarks.bench_data import reference_targets
+from fixtures.reference_targets import reference_targets
 from conftest import PARITY, SHARED_DATA, needs_shared
 from ppdet.data import COCODataSet, TrainReader
 from ppdet.data.transforms import build_transforms
