@@ -130,14 +130,19 @@ def quickstart_data(tmp_path_factory):
 @pytest.fixture(scope='session')
 def trained_quickstart(quickstart_data, tmp_path_factory):
     """The tiny quick-start run (``fixtures/quickstart_run.py``) trained once by ``train.py``
-    in this process: two epochs of two steps, with ``--eval``, EMA and ``--use_vdl``. Tests
-    read its files and never write into its folder."""
+    in this process: two epochs of two steps, with ``--eval``, EMA, ``--use_vdl`` and
+    ``--amp`` (a warning on the CPU). Tests read its files and never write into its folder."""
     import train
     from fixtures.quickstart_run import TrainedRun, write_config
     from ppdet.utils.cli import run_main
     folder = tmp_path_factory.mktemp('trained_quickstart')
     config = write_config(folder, quickstart_data)
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
     with fresh_ppdet_logger():
-        run_main(train.main, ['-c', config, '--eval', '--use_vdl', '--vdl_log_dir',
+        logging.getLogger('ppdet').addHandler(handler)
+        run_main(train.main, ['-c', config, '--eval', '--amp', '--use_vdl', '--vdl_log_dir',
                               str(folder / 'vdl'), '-o', 'use_ema=true', 'ema_decay=0.9'])
-    return TrainedRun(config, folder / 'out' / 'tiny', Path(quickstart_data), folder / 'vdl')
+    return TrainedRun(config, folder / 'out' / 'tiny', Path(quickstart_data), folder / 'vdl',
+                      tuple(r.getMessage() for r in records))

@@ -1,8 +1,6 @@
 """Weights given by address, against a real HTTP server on 127.0.0.1 started here
 (``fixtures/weights_server.py``)."""
-import contextlib
 import json
-import logging
 import os
 import socket
 import sys
@@ -13,14 +11,12 @@ import pytest
 
 import eval as eval_script
 import infer as infer_script
-import train as train_script
 from ppdet.core.errors import CheckpointError, WeightsError
-from ppdet.modeling.backbones.resnet import ResNet
 from ppdet.utils import download
 from ppdet.utils.checkpoint import load_checkpoint, load_weights
 from ppdet.utils.cli import run_main
 
-from conftest import PARITY, REFERENCE, ROOT, SHARED_DATA, needs_shared
+from conftest import PARITY, REFERENCE, ROOT, needs_shared
 from fixtures.weights_server import weights_file
 
 pytestmark = pytest.mark.usefixtures('fresh_logger')
@@ -56,25 +52,12 @@ def serve_small(server, tmp_path, name='small.pdparams', seed=1):
     return layer, server.url(name)
 
 
-@contextlib.contextmanager
-def logged_messages():
-    """The messages of the ``ppdet`` logger while the block runs."""
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger('ppdet')
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
 def assert_same_weights(a, b):
     for key, value in a.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), b.state_dict()[key].numpy())
 
 
+@needs_shared
 def test_published_format_weights_by_address_predict_like_the_same_file_by_path(
         tmp_path, weights_server, cache):
     sys.path.insert(0, PARITY)
@@ -191,33 +174,3 @@ def test_a_missing_file_or_an_unreachable_server_is_one_line(case, weights_serve
 def test_resume_takes_only_a_checkpoint_on_disk():
     with pytest.raises(CheckpointError, match='-r resumes from a checkpoint on disk'):
         load_checkpoint('https://paddledet.bj.bcebos.com/models/solov2_r50_fpn_1x_coco')
-
-
-@needs_shared
-def test_enhance_config_with_amp_trains_from_the_backbone_in_the_cache(
-        tmp_path, cache, monkeypatch):
-    backbone = ResNet(depth=50, variant='d', freeze_at=0, freeze_norm=False,
-                      dcn_v2_stages=[1, 2, 3], lr_mult_list=[0.05, 0.05, 0.1, 0.15])
-    cache.mkdir()
-    file = cache / 'ResNet50_vd_ssld_v2_pretrained.pdparams'
-    weights_file(backbone, file)
-
-    def no_download(*args):
-        raise AssertionError('the cached backbone was not used')
-    monkeypatch.setattr(download, '_download', no_download)
-    data = os.path.join(SHARED_DATA, 'coco_person60')
-    small = '{interp: 1, target_size: [128, 128], keep_ratio: true}'
-    train_ops = (f'[{{Decode: {{}}}}, {{Poly2Mask: {{}}}}, {{Resize: {small}}}, '
-                 f'{{NormalizeImage: {NORMALIZE}}}, {{Permute: {{}}}}]')
-    with logged_messages() as messages:
-        trainer = run_main(train_script.main, [
-            '-c', os.path.join(ROOT, 'configs/solov2_r50_enhance_coco.yml'), '--amp', '-o',
-            f'save_dir={tmp_path / "out"}', 'max_iters=1', 'worker_num=0', 'num_classes=1',
-            f'TrainDataset.dataset_dir={data}', 'TrainDataset.image_dir=images/train2017',
-            'TrainDataset.anno_path=annotations/person_keypoints_train2017.json',
-            'TrainDataset.sample_num=2', 'TrainReader.batch_size=1',
-            f'TrainReader.sample_transforms={train_ops}'])
-    loaded = f'{file}: loaded {len(backbone.state_dict())} tensors\n'
-    assert any(m.startswith(loaded) for m in messages), messages
-    assert trainer.plan.total_steps == 1
-    assert (tmp_path / 'out' / 'solov2_r50_enhance_coco' / 'model_final.pdparams').is_file()

@@ -35,6 +35,14 @@ def test_run_writes_snapshots_best_model_and_metrics(trained_quickstart):
     assert {'segm_AP', 'segm_AP50', 'bbox_AP', 'segm_ARl'} <= set(evals[0])
 
 
+def test_amp_on_cpu_warns_and_trains_in_float32(trained_quickstart):
+    warned = [m for m in trained_quickstart.log if '--amp' in m]
+    assert warned == ['--amp has no effect on the CPU (paddle runs float32 there); '
+                      'training in float32']
+    weights = load_file(trained_quickstart.weights() + '.pdparams')
+    assert all(v.dtype == np.float32 for v in weights.values() if v.dtype.kind == 'f')
+
+
 def test_ema_weights_are_saved_and_evaluated(trained_quickstart, tmp_path):
     run = trained_quickstart
     ema = load_file(run.weights() + '.pdparams')
