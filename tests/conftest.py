@@ -25,20 +25,24 @@ settings.register_profile('thorough', max_examples=3000, deadline=None,
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
-def import_deploy_predictor():
-    """``deploy/python/infer.py`` as module ``deploy_infer`` (the name ``infer`` is the
-    training-side script's)."""
+def import_script(path, name):
+    """The script at ``path`` as module ``name`` (a name of its own: the tools and the deploy
+    predictor share file names with the top-level scripts)."""
     import importlib.util
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def import_deploy_predictor():
+    """``deploy/python/infer.py`` as module ``deploy_infer``."""
     folder = os.path.join(ROOT, 'deploy', 'python')
     if folder not in sys.path:
         sys.path.append(folder)        # for its sibling modules (preprocess, visualize)
-    if 'deploy_infer' not in sys.modules:
-        spec = importlib.util.spec_from_file_location('deploy_infer',
-                                                      os.path.join(folder, 'infer.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules['deploy_infer'] = module
-        spec.loader.exec_module(module)
-    return sys.modules['deploy_infer']
+    return import_script(os.path.join(folder, 'infer.py'), 'deploy_infer')
 
 
 # ---------------------------------------------------------------------------- the tree
@@ -146,3 +150,47 @@ def trained_quickstart(quickstart_data, tmp_path_factory):
                               str(folder / 'vdl'), '-o', 'use_ema=true', 'ema_decay=0.9'])
     return TrainedRun(config, folder / 'out' / 'tiny', Path(quickstart_data), folder / 'vdl',
                       tuple(r.getMessage() for r in records))
+
+
+@pytest.fixture(scope='session')
+def exported(tmp_path_factory):
+    """The seeded quick-start model (``fixtures/seeded_quickstart.py``) exported once, ONNX
+    included: (export folder, eager results per image, the images, packages installed or
+    changed while exporting)."""
+    pytest.importorskip('paddle2onnx')
+    import paddle
+    import yaml
+    from fixtures.seeded_quickstart import build_quickstart, installed_packages, \
+        synthetic_images
+    from ppdet.engine.export import export_model
+    predictor = import_deploy_predictor()
+    from preprocess import Preprocessor, collate
+    cfg, model = build_quickstart()
+    out = str(tmp_path_factory.mktemp('export') / 'quickstart')
+    before = installed_packages()
+    export_model(model, cfg, out, onnx=True)
+    installed_during_export = set(installed_packages().items()) - set(before.items())
+    with open(os.path.join(out, 'infer_cfg.yml')) as f:
+        preprocess = Preprocessor(yaml.safe_load(f)['Preprocess'])
+    images = synthetic_images()
+    samples = [preprocess(image) for image in images]
+    feeds = collate(samples)
+    with paddle.no_grad():
+        eager = model.predict(*(paddle.to_tensor(feeds[k])
+                                for k in ('image', 'im_shape', 'scale_factor')))
+    eager = predictor.split_batch({k: v.numpy() for k, v in eager.items()},
+                                  [info['orig_hw'] for _, info in samples])
+    return out, eager, images, installed_during_export
+
+
+@pytest.fixture(scope='session')
+def exported_quickstart(trained_quickstart, tmp_path_factory):
+    """``trained_quickstart``'s final weights exported by ``tools/export_model.py`` (in this
+    process): the folder with ``model.json``, ``model.pdiparams`` and ``infer_cfg.yml``."""
+    export_script = import_script(os.path.join(ROOT, 'tools', 'export_model.py'),
+                                  'tools_export_model')
+    folder = tmp_path_factory.mktemp('exported_quickstart')
+    with fresh_ppdet_logger():
+        export_script.main(['-c', trained_quickstart.config, '-w', trained_quickstart.weights(),
+                            '--output_dir', str(folder)])
+    return folder / 'tiny'
