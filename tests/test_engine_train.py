@@ -78,10 +78,12 @@ def test_best_model_is_the_best_evaluation(trained_quickstart):
         np.testing.assert_array_equal(best[key], snapshot[key])
 
 
-def test_resume_from_epoch_one_repeats_epoch_two(trained_quickstart, tmp_path):
+def test_resume_from_epoch_one_repeats_epoch_two(trained_quickstart, tmp_path, ppdet_log):
     run = trained_quickstart
     run_main(train_script.main, ['-c', run.config, '--eval', '-r', run.weights('0'), '-o',
                                  'use_ema=true', 'ema_decay=0.9', f'save_dir={tmp_path}'])
+    assert any(r.getMessage().startswith('resumed from') and
+               r.getMessage().endswith('epoch 1, step 2') for r in ppdet_log)
     first = [r for r in metric_rows(run.out / 'metrics.jsonl', 'train') if r['epoch'] == 1]
     again = metric_rows(tmp_path / 'tiny' / 'metrics.jsonl', 'train')
     assert [(r['epoch'], r['step']) for r in again] == [(r['epoch'], r['step']) for r in first]
