@@ -22,6 +22,7 @@ import pytest
 from ppdet.core.workspace import create, load_config
 
 from conftest import PARITY, ROOT, SHARED_DATA
+from fixtures.parity import unpack
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(PARITY), reason='../shared is not present')
 
@@ -30,11 +31,6 @@ REFERENCES = {'intel_avx512': 'loss_labelme_voc3.npz',
               'amd_zen2_avx2': os.path.join('amd_zen2', 'loss_labelme_voc3.npz')}
 LOSS_RTOL = 1e-4
 SUM_TOL, NORM_RTOL, MAX_RTOL, PROJ_TOL = 3e-2, 1e-4, 1e-3, 2e-3   # x L2, rel, rel, x L2
-
-
-def unpack(bits, shape):
-    shape = tuple(int(s) for s in shape)
-    return np.unpackbits(bits)[:int(np.prod(shape))].reshape(shape)
 
 
 def train_images(t):

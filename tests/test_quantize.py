@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, import_deploy_predictor
-from test_export import exported, synthetic_images  # noqa: F401  (session fixture)
+from fixtures.seeded_quickstart import synthetic_images
 
 pytest.importorskip('onnxruntime.quantization')
 infer = import_deploy_predictor()
@@ -19,7 +19,7 @@ import quantize  # noqa: E402
 
 
 @pytest.fixture(scope='module')
-def int8_dir(exported, tmp_path_factory):  # noqa: F811
+def int8_dir(exported, tmp_path_factory):
     folder = str(tmp_path_factory.mktemp('int8') / 'quickstart_int8')
     images = [image[:, :, ::-1] for image in synthetic_images()]        # BGR, as decoded
     return quantize.quantize(exported[0], images * 2, folder)
