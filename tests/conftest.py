@@ -98,17 +98,30 @@ def fresh_logger():
         yield
 
 
-@pytest.fixture()
-def ppdet_log():
-    """The records logged on the ``ppdet`` logger meanwhile (the scripts' logger does not
-    propagate to pytest's capture once set up)."""
-    records = []
+@contextlib.contextmanager
+def ppdet_records():
+    """The records the ``ppdet`` logger emits meanwhile, INFO and above, whatever handlers it
+    has (a script's handler does not propagate to pytest's capture). A logger that no script
+    set up meanwhile gets its level back."""
+    logger = logging.getLogger('ppdet')
+    records, level = [], logger.level
     handler = logging.Handler(logging.DEBUG)
     handler.emit = records.append
-    logger = logging.getLogger('ppdet')
     logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        if not getattr(logger, '_configured', False):
+            logger.setLevel(level)
+
+
+@pytest.fixture()
+def ppdet_log():
+    with ppdet_records() as records:
+        yield records
 
 
 # ---------------------------------------------------------------------------- artefacts
@@ -141,11 +154,7 @@ def trained_quickstart(quickstart_data, tmp_path_factory):
     from ppdet.utils.cli import run_main
     folder = tmp_path_factory.mktemp('trained_quickstart')
     config = write_config(folder, quickstart_data)
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    with fresh_ppdet_logger():
-        logging.getLogger('ppdet').addHandler(handler)
+    with fresh_ppdet_logger(), ppdet_records() as records:
         run_main(train.main, ['-c', config, '--eval', '--amp', '--use_vdl', '--vdl_log_dir',
                               str(folder / 'vdl'), '-o', 'use_ema=true', 'ema_decay=0.9'])
     return TrainedRun(config, folder / 'out' / 'tiny', Path(quickstart_data), folder / 'vdl',
