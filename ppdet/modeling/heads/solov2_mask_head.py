@@ -5,8 +5,19 @@ import paddle.nn.functional as F
 from ppdet.core.workspace import register
 from ..layers.conv_norm import ConvNormLayer
 from ..layers.coord_conv import add_coord_channels
+from ..layers.train_ops import upsample_bilinear_2x
 
 __all__ = ['SOLOv2MaskHead']
+
+
+class _Upsample2x(nn.Layer):
+    """x2 bilinear upsampling (half-pixel centres); training uses the cheaper backward pass
+    of ``layers.train_ops``, evaluation and export paddle's interpolate op."""
+
+    def forward(self, x):
+        if self.training:
+            return upsample_bilinear_2x(x)
+        return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
 
 
 @register
@@ -36,8 +47,7 @@ class SOLOv2MaskHead(nn.Layer):
                                    ConvNormLayer(ch_in, mid_channels, 3, 1, **conv_args))
                 tower.add_sublayer(f'act{j}', nn.ReLU())
                 if i > 0:
-                    tower.add_sublayer(f'upsample{j}', nn.Upsample(
-                        scale_factor=2, mode='bilinear', align_corners=False))
+                    tower.add_sublayer(f'upsample{j}', _Upsample2x())
             self.levels.append(self.add_sublayer(f'conv_pre_feat{i}', tower))
         self.conv_pred = self.add_sublayer(
             'mask_feat_head.conv_pred.0',

@@ -1,36 +1,22 @@
 """Feature pyramid network (Lin et al., 2017) as the SOLOv2 reference configures it."""
-import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle import ParamAttr
-from paddle.autograd import PyLayer
 from paddle.nn.initializer import Constant, XavierUniform
 
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import register
+from ..layers.train_ops import add_channel_bias, upsample_nearest_2x
 from ..shape_spec import ShapeSpec
 
 __all__ = ['FPN']
 
 
-class _ChannelBias(PyLayer):
-    """``x + bias`` over the channels of ``[N, C, H, W]``. Paddle's broadcast add reduces the
-    bias gradient with a generic kernel, about 20x slower on large maps than this row sum."""
-
-    @staticmethod
-    def forward(ctx, x, bias):
-        return (x.reshape([0, 0, -1]) + bias.reshape([1, -1, 1])).reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, grad.reshape([0, 0, -1]).sum(axis=2).sum(axis=0)
-
-
 class _Conv(nn.Conv2D):
     """Conv with bias; Xavier-uniform whose fan-out equals its fan-in (as the reference).
 
-    Training adds the bias with :class:`_ChannelBias`; evaluation and export keep paddle's own
-    ops (what paddle2onnx converts)."""
+    Training adds the bias with a cheaper gradient (``layers.train_ops``); evaluation and
+    export keep paddle's own ops."""
 
     def __init__(self, ch_in, ch_out, kernel_size):
         super().__init__(ch_in, ch_out, kernel_size, padding=(kernel_size - 1) // 2,
@@ -43,15 +29,7 @@ class _Conv(nn.Conv2D):
             return super().forward(x)
         y = F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
                      self._groups)
-        return _ChannelBias.apply(y, self.bias)
-
-
-def upsample_nearest_2x(x):
-    """Nearest-neighbour x2 upsampling of ``[N, C, H, W]`` as a tiled copy: the values of
-    ``F.interpolate(x, scale_factor=2, mode='nearest')`` at a third of its cost, forward and
-    backward together (used in training; evaluation and export keep the interpolate op)."""
-    n, c, h, w = x.shape
-    return paddle.tile(x.unsqueeze([3, 5]), [1, 1, 1, 2, 1, 2]).reshape([n, c, 2 * h, 2 * w])
+        return add_channel_bias(y, self.bias)
 
 
 @register
