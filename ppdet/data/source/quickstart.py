@@ -6,7 +6,7 @@ spread over the quick-start scale ranges (shape side about a seventh of the imag
 all of it: the smallest still spans several stride-4 mask cells, so masks can be precise).
 Shapes overlap; every annotation describes the visible part only (polygons traced from the
 visible mask, no instance hidden by more than half, no holes).  A few images (one in six is tried;
-the cluster must fit beside the shapes, so about one in twenty) hold a crowd region: a cluster
+the cluster must fit beside the shapes, so about one in ten) hold a crowd region: a cluster
 of tiny shapes annotated as one ``iscrowd`` RLE.
 
 The same files on every platform and library version: random draws come only from numpy's
@@ -203,17 +203,18 @@ def _dilate(mask, radius):
     return out
 
 
-def _crowd(rng, size, occupied):
+def _crowd(rng, size, occupied, attempts=4):
     """A cluster of tiny same-class shapes in a free region, or None."""
     category = int(rng.randint(len(CATEGORIES)))
-    centre = rng.uniform(30, size - 30, 2)
-    mask = np.zeros((size, size), bool)
-    for _ in range(int(rng.randint(5, 10))):
-        at = centre + rng.uniform(-17, 17, 2)
-        mask |= _shape_mask(category, rng.uniform(4, 8), at, _rotation(rng), size)
-    if not mask.any() or (mask & occupied).any():
-        return None
-    return _Shape(category, mask, _colour(rng, category))
+    for _ in range(attempts):
+        centre = rng.uniform(0.15 * size, 0.85 * size, 2)
+        mask = np.zeros((size, size), bool)
+        for _ in range(int(rng.randint(5, 10))):
+            at = centre + rng.uniform(-0.09 * size, 0.09 * size, 2)
+            mask |= _shape_mask(category, rng.uniform(4, 8), at, _rotation(rng), size)
+        if mask.any() and not (_dilate(mask, 2) & occupied).any():
+            return _Shape(category, mask, _colour(rng, category))
+    return None
 
 
 def _paint(image, shape, rng):
@@ -267,7 +268,7 @@ def _write_split(root, split, count, size, seed):
         json.dump(coco, f)
 
 
-def generate_quickstart(dataset_dir, num_train=300, num_val=50, image_size=192, seed=0):
+def generate_quickstart(dataset_dir, num_train=300, num_val=50, image_size=128, seed=0):
     """Write the dataset to ``dataset_dir`` (``train/``, ``val/``, ``annotations/``).
 
     Built in a temporary folder beside it and moved into place, so an interrupted run or a
