@@ -10,16 +10,6 @@ from ..layers.train_ops import upsample_bilinear_2x
 __all__ = ['SOLOv2MaskHead']
 
 
-class _Upsample2x(nn.Layer):
-    """x2 bilinear upsampling (half-pixel centres); training uses the cheaper backward pass
-    of ``layers.train_ops``, evaluation and export paddle's interpolate op."""
-
-    def forward(self, x):
-        if self.training:
-            return upsample_bilinear_2x(x)
-        return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
-
-
 @register
 class SOLOv2MaskHead(nn.Layer):
     """Each FPN level ``start_level..end_level`` goes through ``i`` (conv, ReLU, 2x bilinear
@@ -47,7 +37,8 @@ class SOLOv2MaskHead(nn.Layer):
                                    ConvNormLayer(ch_in, mid_channels, 3, 1, **conv_args))
                 tower.add_sublayer(f'act{j}', nn.ReLU())
                 if i > 0:
-                    tower.add_sublayer(f'upsample{j}', _Upsample2x())
+                    tower.add_sublayer(f'upsample{j}', nn.Upsample(
+                        scale_factor=2, mode='bilinear', align_corners=False))
             self.levels.append(self.add_sublayer(f'conv_pre_feat{i}', tower))
         self.conv_pred = self.add_sublayer(
             'mask_feat_head.conv_pred.0',
@@ -57,6 +48,14 @@ class SOLOv2MaskHead(nn.Layer):
     def from_config(cls, cfg, input_shape=None):
         return {'in_channels': input_shape[0].channels} if input_shape else {}
 
+    def _run_tower(self, tower, x):
+        """The tower's layers in order; in training its x2 upsamplings take the cheaper backward
+        pass of ``layers.train_ops`` (evaluation and export keep paddle's interpolate op)."""
+        for layer in tower.children():
+            fast = self.training and isinstance(layer, nn.Upsample)
+            x = upsample_bilinear_2x(x) if fast else layer(x)
+        return x
+
     def forward(self, feats):
         """``feats``: FPN maps (finest first) -> mask features ``[B, out_channels, H/4, W/4]``."""
         merged = None
@@ -64,6 +63,6 @@ class SOLOv2MaskHead(nn.Layer):
             x = feats[i]
             if i == self.end_level and i > 0:
                 x = add_coord_channels(x)
-            x = tower(x)
+            x = self._run_tower(tower, x)
             merged = x if merged is None else merged + x
         return F.relu(self.conv_pred(merged))
