@@ -22,18 +22,19 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     cfg = load_cli_config(args, {'weights': args.weights, 'classwise': args.classwise,
-                                 'amp': args.amp})
+                                 'output_eval': args.output_eval, 'amp': args.amp})
     from ppdet.utils.logger import setup_logger
     setup_logger()
     if args.json_eval:
-        from ppdet.engine.trainer import eval_anno_file
+        from ppdet.engine.evaluation import eval_anno_file
         from ppdet.metrics import evaluate_json
-        return evaluate_json(args.output_eval or '.', eval_anno_file(cfg),
+        return evaluate_json(cfg.get('output_eval') or '.', eval_anno_file(cfg),
                              bool(cfg.get('classwise')))
     from ppdet.engine import Trainer
     trainer = Trainer(cfg, mode='eval')
     trainer.load_weights(cfg.get('weights'))
-    return trainer.evaluate(output_eval=args.output_eval, classwise=bool(cfg.get('classwise')))
+    return trainer.evaluate(output_eval=cfg.get('output_eval'),
+                            classwise=bool(cfg.get('classwise')))
 
 
 if __name__ == '__main__':

@@ -5,13 +5,11 @@ Drawn images go to ``--output_dir`` under their file names; ``--save_results`` a
 least ``--draw_threshold`` are drawn; the model's own thresholds (``SOLOv2Head.score_threshold``
 before Matrix NMS, ``MaskMatrixNMS.update_threshold`` after it) are set with ``-o``.
 """
-import glob
 import os
 
 from ppdet.core.errors import ConfigError
+from ppdet.data.source.image_folder import IMAGE_EXTENSIONS, list_images
 from ppdet.utils.cli import ArgsParser, load_cli_config, run_main
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
 
 def parse_bool(text):
@@ -50,11 +48,7 @@ def collect_images(infer_img, infer_dir):
         raise ConfigError('infer.py needs --infer_img or --infer_dir')
     if not os.path.isdir(infer_dir):
         raise ConfigError(f'{infer_dir}: --infer_dir is not a folder')
-    images = sorted(p for p in glob.glob(os.path.join(infer_dir, '*'))
-                    if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
-    if not images:
-        raise ConfigError(f'{infer_dir}: no {"/".join(IMAGE_EXTENSIONS)} images in this folder')
-    return images
+    return list_images(infer_dir)
 
 
 def main(argv):

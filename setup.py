@@ -7,7 +7,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def requirements(name):
     with open(os.path.join(HERE, name)) as f:
-        return [ln.strip() for ln in f if ln.strip() and not ln.startswith(('#', '-r'))]
+        lines = (ln.split('#')[0].strip() for ln in f)
+        return [ln for ln in lines if ln and not ln.startswith('-r')]
 
 
 setup(
@@ -18,8 +19,7 @@ setup(
     python_requires='>=3.9',
     install_requires=requirements('requirements.txt'),
     extras_require={
-        'dev': ['pytest>=7.4', 'hypothesis>=6.80'],
+        'dev': ['pytest>=7.4', 'hypothesis>=6.80', 'visualdl>=2.5'],
         'export': ['paddle2onnx>=2.0', 'onnxruntime>=1.18'],
-        'tools': ['matplotlib>=3.7'],
     },
 )

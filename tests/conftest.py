@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 
@@ -40,3 +41,31 @@ def import_deploy_predictor():
         sys.modules['deploy_infer'] = module
         spec.loader.exec_module(module)
     return sys.modules['deploy_infer']
+
+
+@pytest.fixture()
+def ppdet_log():
+    """The records logged on the ``ppdet`` logger meanwhile (the scripts' logger does not
+    propagate to pytest's capture once set up)."""
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger('ppdet')
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def fresh_logger():
+    """A script run in the test process sets the ``ppdet`` logger up on the stdout of the test
+    that runs it first, which pytest closes after that test: each test using this fixture
+    starts and ends without that handler."""
+    logger = logging.getLogger('ppdet')
+
+    def reset():
+        logger.handlers.clear()
+        logger._configured = False
+    reset()
+    yield
+    reset()

@@ -1,4 +1,5 @@
-"""The YAML workspace: _BASE_ order, overrides, typos, safe tags, shared keys."""
+"""The YAML workspace: _BASE_ order, overrides, typos, safe tags, shared keys, runtime keys."""
+import logging
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,57 @@ def test_cross_section_checks_run_on_load_and_override(tmp_path):
             merge_config(['epoch=-1'], cfg)
     finally:
         _CHECKS.remove(epoch_positive)
+
+
+def warnings_in(records):
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def test_compatibility_keys_that_ask_for_something_warn_once_naming_the_key(tmp_path,
+                                                                            ppdet_log):
+    path = write(tmp_path, 'compat.yml', """
+        use_xpu: true
+        print_flops: false
+        export: {post_process: false, nms: true}
+    """)
+    cfg = load_config(path)
+    merge_config(['epoch=2'], cfg)                       # validation runs again
+    warned = warnings_in(ppdet_log)
+    assert len(warned) == 2, warned
+    xpu, post = sorted(warned, key=lambda m: 'export' in m)
+    assert 'compat.yml: use_xpu: True has no effect here' in xpu
+    assert 'export.post_process: False has no effect here' in post
+    merge_config(['print_params=true'], cfg)
+    assert 'print_params: True has no effect here (tools/model_stats.py' in \
+        warnings_in(ppdet_log)[-1]
+
+
+def test_export_section_refuses_unknown_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r'e\.yml: unknown key `post_proces` in section '
+                                          r'`export` \(did you mean `post_process`\?\)'):
+        load_config(write(tmp_path, 'e.yml', 'export: {post_proces: true}\n'))
+
+
+@pytest.mark.parametrize('key', ['quickstart_data', 'debug', 'print_flop'])
+def test_keys_that_nothing_reads_are_refused(tmp_path, key):
+    with pytest.raises(ConfigError, match=f'unknown top-level key `{key}`'):
+        load_config(write(tmp_path, 'k.yml', f'{key}: 1\n'))
+
+
+@pytest.mark.parametrize('text, message', [
+    ('nan_policy: skp', 'nan_policy must be one of stop, skip'),
+    ('metric: VOC', 'metric must be one of COCO'),
+    ('amp_level: O3', 'amp_level must be one of O1, O2'),
+    ('log_iter: 0', 'log_iter must be a positive integer'),
+    ('snapshot_epoch: 1.5', 'snapshot_epoch must be a positive integer')])
+def test_runtime_values_that_cannot_work_are_refused_by_the_script(tmp_path, capsys, text,
+                                                                   message):
+    import train
+    from ppdet.utils.cli import run_main
+    path = write(tmp_path, 'v.yml', text + '\n')
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(train.main, ['-c', path])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err
+    assert 'v.yml' in err and message in err

@@ -20,9 +20,10 @@ def test_coco_person_train_split_as_the_reference_reads_it():
     root = os.path.join(SHARED_DATA, 'coco_person60')
     ds = COCODataSet(root, 'images/train2017', 'annotations/person_keypoints_train2017.json',
                      data_fields=FIELDS)
-    raw = json.load(open(ds.get_anno()))
+    raw = json.load(open(ds.anno_path))
     assert ds.problems == []
-    assert ds.catid2clsid == {1: 0} and ds.clsid2catid == {0: 1} and ds.category_names == ['person']
+    assert ds.categories.catid2clsid == {1: 0} and ds.categories.clsid2catid == {0: 1}
+    assert ds.category_names == ['person']
     ids = [int(r['im_id'][0]) for r in ds.records]
     assert ids == sorted(ids) and len(ids) == 19       # images without a usable box are skipped
     assert not any(r['is_crowd'].any() for r in ds.records)      # crowd not loaded by default
@@ -80,7 +81,7 @@ def test_valid_set_maps_categories_in_file_order(tmp_path):
     write(tmp_path, make_coco(tmp_path))
     ds = dataset(tmp_path)
     assert ds.problems == [] and len(ds) == 3
-    assert ds.catid2clsid == {3: 0, 1: 1} and ds.category_names == ['box', 'other']
+    assert ds.categories.catid2clsid == {3: 0, 1: 1} and ds.category_names == ['box', 'other']
     assert ds[0]['gt_class'].tolist() == [[0]]
 
 
@@ -231,3 +232,42 @@ def test_compressed_rle_counts_decode_to_the_run_lengths():
         assert _compressed_rle_counts(text) == runs
         assert sum(_compressed_rle_counts(text)) == h * w
     assert _compressed_rle_counts('0!') is None
+
+
+def test_categories_keep_file_order_and_every_name(tmp_path):
+    from ppdet.data import Categories
+    categories = Categories.from_coco([{'id': 7, 'name': 'a'}, {'id': 3, 'name': 'a'},
+                                       {'id': 5}])
+    assert categories.names == ('a', 'a', '5') and len(categories) == 3
+    assert categories.catid2clsid == {7: 0, 3: 1, 5: 2}
+    assert categories.clsid2catid == {0: 7, 1: 3, 2: 5}
+    assert Categories.numbered(80).names[:2] == ('person', 'bicycle')
+    assert Categories.numbered(3) == Categories((0, 1, 2), ('class0', 'class1', 'class2'))
+
+
+def test_results_are_named_by_the_test_annotations_or_numbered(tmp_path):
+    from ppdet.data import test_categories
+    write(tmp_path, make_coco(tmp_path))
+    section = {'name': 'ImageFolder', 'dataset_dir': str(tmp_path)}
+    named = test_categories(Config({'TestDataset': {**section, 'anno_path': 'annotations/train.json'},
+                                    'num_classes': 2}))
+    assert named.names == ('box', 'other') and named.ids == (3, 1)
+    numbered = test_categories(Config({'TestDataset': {**section, 'anno_path': 'none.json'},
+                                       'num_classes': 2}))
+    assert numbered.names == ('class0', 'class1') and numbered.ids == (0, 1)
+
+
+def test_one_image_extension_list_for_infer_folders_and_the_deploy_copy(tmp_path):
+    import infer
+    from conftest import import_deploy_predictor
+    from ppdet.data.source.image_folder import IMAGE_EXTENSIONS
+    for name in ('a.webp', 'b.TIF', 'c.jpg', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'x')
+    (tmp_path / 'd.png').mkdir()                        # a folder, not an image
+    listed = [os.path.basename(p) for p in infer.collect_images(None, str(tmp_path))]
+    assert listed == ['a.webp', 'b.TIF', 'c.jpg']
+    assert import_deploy_predictor().IMAGE_EXTS == IMAGE_EXTENSIONS
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(DataError, match='empty: folder holds no image'):
+        infer.collect_images(None, str(empty))

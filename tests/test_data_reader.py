@@ -7,7 +7,7 @@ import pytest
 
 from ppdet.core.config import Config
 from ppdet.core.errors import ConfigError, DataError
-from ppdet.core.workspace import REGISTRY, create, load_config, merge_config, register
+from ppdet.core.workspace import REGISTRY, create, get_schema, load_config, merge_config
 from ppdet.data import build_dataset, build_loader, generate_quickstart
 from ppdet.data.reader import EpochBatchSampler
 
@@ -143,23 +143,15 @@ def test_bad_sample_at_run_time_stops_or_is_replaced(shapes_dir, tmp_path, caplo
 
 
 # -- grids come from the head ---------------------------------------------------------------
-@register
-class _GridProbeHead:
-    def __init__(self, num_grids=[7, 5], scale_ranges=[[1, 64], [32, 512]], width=8):
-        self.num_grids, self.scale_ranges = num_grids, scale_ranges
+HEAD_GRIDS = [6, 5, 4, 3, 2]
 
 
-@register
-class _GridProbeArch:
-    def __init__(self, solov2_head='_GridProbeHead'):
-        self.solov2_head = solov2_head
-
-
-def write_configs(tmp_path, target_args, head_args='{num_grids: [6, 4]}'):
+def write_configs(tmp_path, target_args, head_args=f'{{num_grids: {HEAD_GRIDS}}}'):
     (tmp_path / 'model.yml').write_text(textwrap.dedent(f"""
-        architecture: _GridProbeArch
-        _GridProbeArch: {{solov2_head: _GridProbeHead}}
-        _GridProbeHead: {head_args}
+        architecture: SOLOv2
+        SOLOv2: {{backbone: ResNet, neck: FPN, solov2_head: SOLOv2Head,
+                  mask_head: SOLOv2MaskHead}}
+        SOLOv2Head: {head_args}
     """))
     (tmp_path / 'reader.yml').write_text(textwrap.dedent(f"""
         _BASE_: [model.yml]
@@ -174,33 +166,38 @@ def write_configs(tmp_path, target_args, head_args='{num_grids: [6, 4]}'):
 def test_target_grids_default_to_the_head(tmp_path):
     cfg = load_config(write_configs(tmp_path, '{}'))
     target = create('TrainReader', cfg).batch_ops[1]
-    assert target.num_grids == [6, 4]                        # the head's section
-    assert target.scale_ranges == [[1, 64], [32, 512]]       # the head class's default
+    assert target.num_grids == HEAD_GRIDS                    # the head's section
+    assert target.scale_ranges == get_schema(REGISTRY['SOLOv2Head']).defaults['scale_ranges']
 
 
 def test_equal_grids_in_both_places_are_accepted(tmp_path):
-    cfg = load_config(write_configs(tmp_path, '{num_grids: [6, 4], coord_sigma: 0.3}'))
+    cfg = load_config(write_configs(tmp_path, f'{{num_grids: {HEAD_GRIDS}, coord_sigma: 0.3}}'))
     target = create('TrainReader', cfg).batch_ops[1]
-    assert target.num_grids == [6, 4] and target.coord_sigma == 0.3
+    assert target.num_grids == HEAD_GRIDS and target.coord_sigma == 0.3
 
 
 def test_conflicting_grids_name_both_places(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_config(write_configs(tmp_path, '{num_grids: [6, 5]}'))
+        load_config(write_configs(tmp_path, '{num_grids: [6, 5, 4, 3, 3]}'))
     message = str(err.value)
     assert 'reader.yml' in message and 'model.yml' in message
-    assert 'Gt2Solov2Target.num_grids [6, 5]' in message and '_GridProbeHead.num_grids' in message
-    with pytest.raises(ConfigError, match=r'scale_ranges.*default of _GridProbeHead'):
+    assert 'Gt2Solov2Target.num_grids [6, 5, 4, 3, 3]' in message
+    assert 'SOLOv2Head.num_grids' in message
+    with pytest.raises(ConfigError, match=r'scale_ranges.*default of SOLOv2Head'):
         load_config(write_configs(tmp_path, '{scale_ranges: [[1, 64], [32, 256]]}'))
 
 
 def test_override_that_breaks_the_agreement_is_refused(tmp_path):
-    cfg = load_config(write_configs(tmp_path, '{num_grids: [6, 4]}'))
-    with pytest.raises(ConfigError, match='differs from _GridProbeHead.num_grids'):
-        merge_config(['_GridProbeHead.num_grids=[9, 9]'], cfg)
+    cfg = load_config(write_configs(tmp_path, f'{{num_grids: {HEAD_GRIDS}}}'))
+    with pytest.raises(ConfigError, match='differs from SOLOv2Head.num_grids'):
+        merge_config(['SOLOv2Head.num_grids=[9, 9, 9, 9, 9]'], cfg)
 
 
-@pytest.mark.skipif('SOLOv2Head' not in REGISTRY, reason='the model package is not merged yet')
+def test_head_grids_of_unequal_lengths_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r'model\.yml: SOLOv2Head: .*one entry per level'):
+        load_config(write_configs(tmp_path, '{}', head_args='{num_grids: [6, 4]}'))
+
+
 @pytest.mark.parametrize('name', ['solov2/solov2_r50_fpn_1x_coco.yml', 'solov2_r50_enhance_coco.yml',
                                   'solov2/solov2_r101_vd_fpn_3x_coco.yml', 'quickstart.yml'])
 def test_seed_configs_build_their_readers(name):
@@ -208,6 +205,8 @@ def test_seed_configs_build_their_readers(name):
     head = cfg[cfg[cfg.architecture]['solov2_head']]
     target = create('TrainReader', cfg).batch_ops[-1]
     assert target.num_grids == head['num_grids']
+    defaults = get_schema(REGISTRY['SOLOv2Head']).defaults
+    assert target.scale_ranges == head.get('scale_ranges', defaults['scale_ranges'])
     for reader in ('EvalReader', 'TestReader'):
         create(reader, cfg)
 

@@ -86,10 +86,10 @@ def rows(path):
 def test_resume_continues_with_the_same_losses(tmp_path):
     full = run(make_cfg(tmp_path / 'a'))
     first = run(make_cfg(tmp_path / 'b', epoch=2))
-    assert first.start_epoch == 0
+    assert first.progress.epoch == 0
     resumed_cfg = make_cfg(tmp_path / 'b')
     resumed = run(resumed_cfg, resume=str(tmp_path / 'b' / 'tiny' / '0'))
-    assert resumed.start_epoch == 1
+    assert resumed.progress.epoch == 1
     steps = [r['step'] for r in rows(tmp_path / 'b' / 'tiny' / 'metrics.jsonl')]
     assert steps == list(range(24))              # the rows of the re-run steps are not doubled
     a = [r for r in rows(tmp_path / 'a' / 'tiny' / 'metrics.jsonl') if r['epoch'] == 2]

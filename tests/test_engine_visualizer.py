@@ -1,7 +1,7 @@
 """Drawing predictions: masks blended with a lightened colour, only above the threshold."""
 import numpy as np
 
-from ppdet.metrics import Detections
+from ppdet.modeling.detections import Detections
 from ppdet.utils.visualizer import colormap, draw_detections
 
 

@@ -16,7 +16,7 @@ from ppdet.core.config import load_config
 from ppdet.core.errors import ExportError
 from ppdet.core.workspace import create
 from ppdet.engine.export import OUTPUT_NAMES, export_model, export_onnx, \
-    export_safe_interpolate, safe_interpolate
+    export_safe_interpolate, infer_config, safe_interpolate
 
 _predictor = import_deploy_predictor()
 Detector, split_batch = _predictor.Detector, _predictor.split_batch
@@ -161,6 +161,17 @@ def test_infer_cfg_records_preprocessing_outputs_and_thresholds(exported):
     assert (cfg['arch'], cfg['mask'], cfg['score_threshold']) == ('SOLOv2', True, 0.1)
     assert sorted(os.listdir(out)) == ['infer_cfg.yml', 'model.json', 'model.onnx',
                                        'model.pdiparams']
+
+
+def test_infer_cfg_takes_names_and_thresholds_from_the_built_model():
+    import ppdet.modeling  # noqa: F401
+    cfg = load_config(os.path.join(ROOT, 'configs', 'quickstart.yml'))
+    model = create(cfg.architecture, cfg)
+    model.solov2_head.score_threshold, model.solov2_head.mask_threshold = 0.35, 0.6
+    written = infer_config(model, cfg)
+    assert (written['arch'], written['score_threshold'], written['mask_threshold']) == \
+        ('SOLOv2', 0.35, 0.6)
+    assert len(written['label_list']) == 4
 
 
 def test_exported_program_has_no_interp_operator(exported):

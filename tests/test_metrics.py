@@ -2,13 +2,16 @@
 import json
 
 import numpy as np
+import paddle
 import pytest
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ppdet.core.errors import DataError
-from ppdet.metrics import COCOMetric, evaluate_json, split_outputs
+from ppdet.metrics import COCOMetric, evaluate_json
+from ppdet.modeling.detections import split_detections
+from ppdet.modeling.ops import masks_to_boxes
 
 
 def square(h, w, y0, x0, size):
@@ -36,22 +39,30 @@ def gt_file(tmp_path):
 
 
 def batch_of_two():
-    """Model outputs for both images in one batch: masks on a 40x60 canvas."""
+    """Model outputs for both images in one batch (as the head makes them: boxes from the
+    masks): masks on a 40x60 canvas, the second image's valid in its 30x50 top left."""
     masks = np.stack([square(40, 60, 5, 5, 12), square(40, 60, 20, 30, 14),
-                      square(40, 60, 2, 2, 20), np.ones((40, 60), np.uint8)])
-    outputs = {'segm': masks, 'cate_label': np.array([0, 1, 1, 0]),
-               'cate_score': np.array([0.9, 0.7, 0.8, 0.0], np.float32),
+                      square(40, 60, 2, 2, 20), square(40, 60, 25, 40, 10)])
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.9, 0.7, 0.8, 0.3], np.float32)
+    boxes = masks_to_boxes(paddle.to_tensor(masks.astype(bool))).numpy()
+    outputs = {'segm': masks, 'cate_label': labels, 'cate_score': scores,
+               'bbox': np.concatenate([labels[:, None], scores[:, None], boxes], 1),
                'bbox_num': np.array([2, 2], np.int32)}
     batch = {'im_id': np.array([[5], [9]]), 'im_shape': np.array([[80, 120], [60, 100]], 'f4'),
              'scale_factor': np.full((2, 2), 2.0, 'f4')}
     return batch, outputs
 
 
-def test_split_crops_each_image_and_drops_the_dummy():
-    first, second = split_outputs(*batch_of_two())
-    assert first.masks.shape == (2, 40, 60) and second.masks.shape == (1, 30, 50)
-    assert list(second.labels) == [1] and second.scores[0] == pytest.approx(0.8)
+def test_split_crops_each_image_to_its_original_size():
+    first, second = split_detections(*batch_of_two())
+    assert (first.im_id, second.im_id) == (5, 9)
+    assert first.masks.shape == (2, 40, 60) and second.masks.shape == (2, 30, 50)
+    assert list(second.labels) == [1, 0] and second.scores[0] == pytest.approx(0.8)
     np.testing.assert_array_equal(first.boxes[0], [5, 5, 17, 17])
+    np.testing.assert_array_equal(second.boxes[1], [40, 25, 50, 35])
+    assert second.masks[1].sum() == 5 * 10            # the part inside the image
+    assert len(second.above(0.5)) == 1
 
 
 def test_metric_equals_pycocotools_on_the_written_json(gt_file, tmp_path):
@@ -60,7 +71,7 @@ def test_metric_equals_pycocotools_on_the_written_json(gt_file, tmp_path):
     results = metric.accumulate()
     records = json.loads((tmp_path / 'out' / 'segm.json').read_text())
     assert {r['image_id'] for r in records} == {5, 9}
-    assert sorted(r['category_id'] for r in records) == [3, 3, 7]
+    assert sorted(r['category_id'] for r in records) == [3, 3, 7, 7]
     gt = COCO(gt_file)
     coco_eval = COCOeval(gt, gt.loadRes(records), 'segm')
     coco_eval.evaluate()
@@ -82,4 +93,4 @@ def test_metric_holds_only_compact_records(gt_file):
     metric = COCOMetric(gt_file)
     metric.update(*batch_of_two())
     assert all(isinstance(r['segmentation']['counts'], str) for r in metric.records['segm'])
-    assert len(metric.records['segm']) == 3
+    assert len(metric.records['segm']) == 4

@@ -11,7 +11,7 @@ from ppdet.modeling.heads.solov2_head import point_nms
 from ppdet.modeling.layers.coord_conv import add_coord_channels
 from ppdet.modeling.layers.drop_block import DropBlock
 from ppdet.modeling.losses.solov2_loss import dice_loss, sigmoid_focal_loss
-from ppdet.modeling.post_process import bilinear_matrix, masks_to_boxes
+from ppdet.modeling.ops import bilinear_matrix, masks_to_boxes
 
 
 # ---------------------------------------------------------------- losses

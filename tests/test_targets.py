@@ -146,3 +146,20 @@ def test_mass_centres_equal_scipy():
     centres, area = mass_centres(masks)
     for m, c, a in zip(masks, centres, area):
         assert tuple(c) == ndimage.center_of_mass(m) and a == m.sum()
+
+
+def test_the_model_grids_set_the_target_levels_and_a_disagreement_is_refused():
+    from ppdet.core.errors import ConfigError
+    from ppdet.modeling.grids import SOLOv2Grids
+    grids = SOLOv2Grids(GRIDS, [8, 8, 16, 32, 32], RANGES)
+    target = Gt2Solov2Target(grids=grids)
+    assert (target.num_grids, target.scale_ranges) == (GRIDS, RANGES)
+    sample = make_sample([(100, 100, 10, 1)])
+    assert all(np.array_equal(a, b) for a, b in zip(target([sample])[0]['cate_label'],
+                                                    targets(sample)[0]['cate_label']))
+    assert Gt2Solov2Target(num_grids=tuple(GRIDS), grids=grids).num_grids == GRIDS
+    with pytest.raises(ConfigError, match=r'num_grids \[9, 9, 9, 9, 9\] differs from the '
+                                          r'model\'s \[24, 16'):
+        Gt2Solov2Target(num_grids=[9] * 5, grids=grids)
+    with pytest.raises(ConfigError, match='`grids` come from the model'):
+        Gt2Solov2Target(grids={'num_grids': GRIDS})

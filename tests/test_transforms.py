@@ -1,4 +1,5 @@
 """Sample and batch transforms: geometry consistency, decoding traps, config errors."""
+import copy
 import textwrap
 
 import numpy as np
@@ -39,6 +40,7 @@ def masks_of_polys(sample):
 
 def test_flip_moves_image_boxes_polygons_and_masks_together():
     sample = scene()
+    before = copy.deepcopy(sample)
     flipped = RandomFlip(prob=1.0)(sample, np.random.default_rng(0))
     w = sample['image'].shape[1]
     assert np.array_equal(flipped['image'], sample['image'][:, ::-1])
@@ -49,7 +51,10 @@ def test_flip_moves_image_boxes_polygons_and_masks_together():
     assert np.array_equal(rasters[1], flipped['gt_segm'][1])
     overlap = (rasters[0] & flipped['gt_segm'][0]).sum() / (rasters[0] | flipped['gt_segm'][0]).sum()
     assert overlap > 0.9
-    assert flipped['flipped'] and 'flipped' not in sample     # input untouched
+    assert set(flipped) == set(sample)                          # no key added
+    for key in ('image', 'gt_segm', 'gt_bbox'):                 # input untouched
+        assert np.array_equal(sample[key], before[key])
+    assert repr(sample['gt_poly']) == repr(before['gt_poly'])
 
 
 def test_flip_probability_comes_from_the_given_rng():

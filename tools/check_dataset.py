@@ -20,9 +20,10 @@ import numpy as np  # noqa: E402
 
 from ppdet.core.errors import ConfigError, DataError  # noqa: E402
 from ppdet.core.workspace import REGISTRY  # noqa: E402
-from ppdet.data import check_images, head_grids  # noqa: E402
+from ppdet.data import check_images  # noqa: E402
 from ppdet.data.imageio import decode_image, read_image_bytes  # noqa: E402
 from ppdet.data.transforms import parse_entry  # noqa: E402
+from ppdet.modeling.grids import config_grids  # noqa: E402
 from ppdet.utils.cli import ArgsParser, load_cli_config, run_main  # noqa: E402
 
 SPLITS = {'train': ('TrainDataset', 'TrainReader'), 'eval': ('EvalDataset', 'EvalReader')}
@@ -95,9 +96,9 @@ def summary_lines(dataset, scales, classes, grids, frame):
     counts = Counter(int(c) for c in classes)
     width = max([len(n) for n in names] + [5])
     lines += [f'  {n:<{width}} {counts.get(i, 0):>7}' for i, n in enumerate(names)]
-    ranges = grids['scale_ranges'][0] if 'scale_ranges' in grids else None
-    if ranges is None:
+    if grids is None:
         return lines
+    ranges = grids.scale_ranges
     edges = sorted({float(v) for r in ranges for v in r})
     lines.append(f'instance size (sqrt of the box area, {frame}):')
     bins = [(-math.inf, edges[0])] + list(zip(edges[:-1], edges[1:])) + [(edges[-1], math.inf)]
@@ -105,8 +106,7 @@ def summary_lines(dataset, scales, classes, grids, frame):
         n = int(((scales >= lo) & (scales < hi)).sum())
         lines.append(f'  [{lo:>6g}, {hi:<6g})  {n:>7}  {"#" * min(60, n * 60 // max(1, len(scales)))}')
     lines.append('instances per grid level (ranges are inclusive and overlap):')
-    num_grids = grids['num_grids'][0] if 'num_grids' in grids else ['?'] * len(ranges)
-    for level, ((lo, hi), grid) in enumerate(zip(ranges, num_grids)):
+    for level, ((lo, hi), grid) in enumerate(zip(ranges, grids.num_grids)):
         n = int(((scales >= lo) & (scales <= hi)).sum())
         lines.append(f'  level {level}  grid {grid}x{grid}  range [{lo}, {hi}]  {n:>7}')
     outside = int(((scales < ranges[0][0]) | (scales > ranges[-1][1])).sum())
@@ -124,7 +124,8 @@ def check_split(cfg, split, decode):
     target, keep_ratio = resize_target(cfg, reader)
     scales, classes = instance_scales(dataset, target, keep_ratio)
     frame = f'after Resize to {target}' if target else 'original pixels'
-    return problems, summary_lines(dataset, scales, classes, head_grids(cfg), frame)
+    found = config_grids(cfg)
+    return problems, summary_lines(dataset, scales, classes, found and found[0], frame)
 
 
 def main(argv):

@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import ppdet  # noqa: E402,F401  (before paddle: its filters hide paddle's start-up notices)
 import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 from paddle.hapi.dynamic_flops import count_bn, register_hooks  # noqa: E402

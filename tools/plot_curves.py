@@ -7,7 +7,7 @@ Writes one subplot per key against the iteration (the global ``step``) to
 mean time per iteration (``batch_time`` and ``data_time`` of the logged iterations), and, where
 rows carry ``eta`` (seconds left) and ``time`` (Unix time of the row), how far the ETA logged
 at 10 %, 50 % and 90 % of the run was from the real end (the last row). Needs matplotlib
-(``pip install matplotlib``; the setup.py extra ``tools``).
+(in requirements.txt).
 """
 import argparse
 import dataclasses

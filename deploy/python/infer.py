@@ -25,7 +25,8 @@ if HERE not in sys.path:    # run through runpy or imported: find the sibling mo
 from preprocess import Preprocessor, collate, decode_image  # noqa: E402
 from visualize import draw_detections, to_records  # noqa: E402
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+# ppdet's IMAGE_EXTENSIONS, copied: the deploy predictor does not import ppdet
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 STAGES = ('preprocess', 'inference', 'postprocess')
 
 
@@ -189,7 +190,8 @@ class Detector:
 
 def split_batch(outputs, sizes):
     """Per-image results from the batch outputs (``bbox_num`` rows each), masks cropped (or
-    zero-padded) to each image's ``(h, w)``."""
+    zero-padded) to each image's ``(h, w)``. (ppdet's split_detections does this in the
+    toolkit; the deploy predictor does not import ppdet.)"""
     bounds = np.concatenate([[0], np.cumsum(outputs['bbox_num'])]).astype(int)
     results = []
     for (begin, end), (h, w) in zip(zip(bounds[:-1], bounds[1:]), sizes):

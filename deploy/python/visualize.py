@@ -31,7 +31,8 @@ def draw_detections(image_bgr, det, labels, threshold, alpha=0.5):
 
 
 def mask_to_rle(mask):
-    """COCO uncompressed RLE (column-major run lengths, starting with zeros) of a 0/1 mask."""
+    """COCO uncompressed RLE (column-major run lengths, starting with zeros) of a 0/1 mask.
+    (The toolkit encodes with pycocotools, which the deploy predictor does not need.)"""
     flat = mask.astype(bool).ravel(order='F')
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate([[0], changes, [flat.size]])

@@ -5,11 +5,13 @@ decorated with :func:`~ppdet.core.workspace.serializable`, which become
 :class:`~ppdet.core.workspace.ComponentSpec` values (data, built later).
 """
 import copy
+import logging
 import os
 
 import yaml
 
 from .errors import ConfigError
+from .runtime_keys import RUNTIME_KEYS, check_runtime_values
 from .workspace import (REGISTRY, SERIALIZABLE, ComponentSpec, check_section, closest,
                         short_repr)
 
@@ -18,19 +20,7 @@ __all__ = ['Config', 'load_config', 'merge_overrides', 'parse_overrides', 'curre
 
 BASE_KEY = '_BASE_'
 
-# Top-level keys that are not component sections.  Shared keys of registered components
-# (``num_classes``, ``norm_type``...) are accepted too; see ``known_top_level_keys``.
-RUNTIME_KEYS = {
-    'architecture', 'filename', 'weights', 'pretrain_weights', 'metric', 'num_classes',
-    'use_gpu', 'use_xpu', 'use_mlu', 'use_npu', 'log_iter', 'save_dir', 'snapshot_epoch',
-    'print_flops', 'print_params', 'export', 'epoch', 'max_iters', 'worker_num',
-    'use_ema', 'ema_decay', 'norm_type', 'find_unused_parameters', 'amp', 'amp_level',
-    'init_loss_scaling', 'custom_white_list', 'custom_black_list', 'use_vdl', 'vdl_log_dir',
-    'keep_checkpoint_max', 'nan_policy', 'skip_bad_samples', 'patience', 'seed',
-    'TrainDataset', 'EvalDataset', 'TestDataset', 'LearningRate', 'OptimizerBuilder',
-    'TrainReader', 'EvalReader', 'TestReader', 'quickstart_data', 'draw_threshold',
-    'eval', 'classwise', 'output_eval', 'debug', 'cpu_threads',
-}
+logger = logging.getLogger('ppdet')
 
 _current = None
 _CHECKS = []
@@ -56,6 +46,7 @@ class Config(dict):
     def __init__(self, data=None, sources=None):
         super().__init__(data or {})
         object.__setattr__(self, '_sources', dict(sources or {}))
+        object.__setattr__(self, '_warned', set())
 
     def __getattr__(self, key):
         try:
@@ -71,6 +62,13 @@ class Config(dict):
 
     def source_of(self, key):
         return self._sources.get(key)
+
+    def warn_once(self, topic, message):
+        """Log ``message`` the first time ``topic`` comes up for this config (validation runs
+        again after every override)."""
+        if topic not in self._warned:
+            self._warned.add(topic)
+            logger.warning(message)
 
     def with_section(self, name, overlay):
         """A copy whose section ``name`` is updated with ``overlay``."""
@@ -167,6 +165,7 @@ def _load_tree(path, sources, stack):
 
 
 def known_top_level_keys():
+    """Runtime keys (see :mod:`.runtime_keys`), shared keys of components, section names."""
     shared = set()
     for cls in REGISTRY.values():
         shared.update(getattr(cls, '__shared__', ()))
@@ -182,6 +181,7 @@ def validate(cfg):
                               f'`{key}`{closest(key, known)}')
         if key in REGISTRY and isinstance(value, dict):
             check_section(key, REGISTRY[key], value, cfg.source_of(key))
+    check_runtime_values(cfg)
     for check in _CHECKS:
         check(cfg)
 

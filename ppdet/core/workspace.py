@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 __all__ = ['register', 'serializable', 'create', 'instantiate', 'ComponentSpec',
-           'get_schema', 'check_section', 'REGISTRY', 'SERIALIZABLE', 'load_config', 'merge_config',
-           'closest', 'short_repr']
+           'get_schema', 'check_section', 'section_values', 'REGISTRY', 'SERIALIZABLE',
+           'load_config', 'merge_config', 'closest', 'short_repr']
 
 REGISTRY = {}
 SERIALIZABLE = {}
@@ -138,6 +138,17 @@ def check_section(name, cls, section, source):
                               f'{closest(key, known)}')
         if key in schema.defaults:
             _check_type(name, key, value, schema.defaults[key], source)
+
+
+def section_values(cls, cfg, keys):
+    """``{key: (value, where)}``: the value of each key of ``cls``'s section as ``create`` reads
+    it (the section's, else the ``__init__`` default) and where it was set, for messages."""
+    name = cls.__name__
+    section = cfg.get(name) if isinstance(cfg.get(name), dict) else {}
+    defaults = get_schema(cls).defaults
+    return {key: (section[key], f'{name}.{key} ({cfg.source_of(name) or "config"})')
+            if key in section else (defaults[key], f'{name}.{key} (default of {name})')
+            for key in keys}
 
 
 def create(name, cfg=None, **kwargs):

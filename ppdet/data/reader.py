@@ -14,9 +14,10 @@ Reproducibility (kill-and-resume gives the same data):
   which worker builds which batch, nor on where a run was resumed
   (``set_epoch(e, start_batch=k)`` skips the first ``k`` batches without loading them).
 
-Grids: ``Gt2Solov2Target`` entries that leave out ``num_grids`` / ``scale_ranges`` get them
-from the SOLOv2 head's section (or the head class's defaults); giving both with different
-values fails at config load, naming both files.
+Grids: batch transforms that take ``grids`` (``Gt2Solov2Target``) are given the model's
+:class:`~ppdet.modeling.grids.SOLOv2Grids`, as the config's architecture builds them
+(``grids_from_config``). An entry that also sets ``num_grids`` / ``scale_ranges`` must agree
+with them; otherwise the config fails to load, naming both places.
 """
 import logging
 import traceback
@@ -27,11 +28,11 @@ import paddle
 from ppdet.core.config import config_check
 from ppdet.core.errors import ConfigError, DataError
 from ppdet.core.workspace import REGISTRY, check_section, closest, get_schema, register
+from ppdet.modeling.grids import as_lists, config_grids
 
-from .transforms import build_transforms, check_entry_list, parse_entry
+from .transforms import TRANSFORMS, build_transforms, check_entry_list, parse_entry
 
-__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'EpochBatchSampler', 'BATCH_KEYS',
-           'head_grids']
+__all__ = ['TrainReader', 'EvalReader', 'TestReader', 'Loader', 'EpochBatchSampler', 'BATCH_KEYS']
 
 logger = logging.getLogger(__name__)
 
@@ -39,42 +40,20 @@ BATCH_KEYS = ('image', 'im_shape', 'scale_factor', 'im_id',
               'cate_label', 'ins_label', 'grid_order', 'fg_num')
 READERS = ('TrainReader', 'EvalReader', 'TestReader')
 DATASETS = ('TrainDataset', 'EvalDataset', 'TestDataset')
-GRID_KEYS = ('num_grids', 'scale_ranges')
+GRID_FIELDS = ('num_grids', 'strides', 'scale_ranges')
 _MAX_REPLACEMENTS = 16
 
 
-# -- grids: one source of truth ------------------------------------------------------------
-def _head_section_name(cfg):
-    architecture = cfg.get('architecture')
-    arch = cfg.get(architecture) if isinstance(architecture, str) else None
-    name = arch.get('solov2_head') if isinstance(arch, dict) else None
-    return name if isinstance(name, str) else 'SOLOv2Head'
-
-
-def head_grids(cfg):
-    """``{num_grids, scale_ranges}`` as the head will use them, each with where it was set."""
-    name = _head_section_name(cfg)
-    section = cfg.get(name) if isinstance(cfg.get(name), dict) else {}
-    defaults = get_schema(REGISTRY[name]).defaults if name in REGISTRY else {}
-    grids = {}
-    for key in GRID_KEYS:
-        if key in section:
-            grids[key] = (section[key], f'{name}.{key} ({cfg.source_of(name) or "config"})')
-        elif key in defaults:
-            grids[key] = (defaults[key], f'{name}.{key} (default of {name})')
-    return grids
-
-
-def _target_entries(cfg, reader):
-    section = cfg.get(reader)
-    entries = section.get('batch_transforms') if isinstance(section, dict) else None
-    for entry in entries or []:
-        if isinstance(entry, dict) and 'Gt2Solov2Target' in entry:
-            yield entry['Gt2Solov2Target'] or {}
-
-
-def _as_lists(value):
-    return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+# -- grids: the model's, given to the target generator --------------------------------------
+def _takes_grids(entry):
+    """The ``(name, args)`` of a well-formed transform entry whose op takes ``grids``, or None."""
+    if not isinstance(entry, dict) or len(entry) != 1:
+        return None
+    (name, args), = entry.items()
+    if name not in TRANSFORMS or not isinstance(args or {}, dict) or \
+            'grids' not in get_schema(TRANSFORMS[name]).defaults:
+        return None
+    return name, args or {}
 
 
 def _check_transforms(cfg, reader, section):
@@ -85,15 +64,17 @@ def _check_transforms(cfg, reader, section):
             parse_entry(entry, where)
 
 
-def _check_grids(cfg, reader):
-    grids = head_grids(cfg)
-    for args in _target_entries(cfg, reader):      # entries already checked: mappings
-        for key in GRID_KEYS:
-            if key in args and key in grids and _as_lists(args[key]) != _as_lists(grids[key][0]):
+def _check_grids(cfg, reader, found):
+    """Grid fields set in a target entry must equal the model's (``found``: grids, where)."""
+    grids, where = found
+    for entry in cfg[reader].get('batch_transforms') or []:   # entries already checked
+        name, args = _takes_grids(entry) or (None, {})
+        for key in GRID_FIELDS:
+            if key in args and as_lists(args[key]) != getattr(grids, key):
                 raise ConfigError(
-                    f'{cfg.source_of(reader) or "config"}: {reader} Gt2Solov2Target.{key} '
-                    f'{args[key]} differs from {grids[key][1]}: {grids[key][0]}; set it in one '
-                    f'place (leave it out of Gt2Solov2Target to use the head\'s)')
+                    f'{cfg.source_of(reader) or "config"}: {reader} {name}.{key} {args[key]} '
+                    f'differs from {where[key]}: {getattr(grids, key)}; set it in one place '
+                    f'(leave it out of {name} to use the model\'s)')
 
 
 def _check_dataset_section(cfg, key, section):
@@ -111,10 +92,12 @@ def check_data_sections(cfg):
         if cfg.get(key) is not None and not isinstance(cfg[key], dict):
             raise ConfigError(f'{cfg.source_of(key) or "config"}: `{key}` must be a mapping of '
                               f'keys, got {cfg[key]!r:.40}')
+    found = config_grids(cfg)
     for reader in READERS:
         if cfg.get(reader) is not None:
             _check_transforms(cfg, reader, cfg[reader])
-            _check_grids(cfg, reader)
+            if found is not None:
+                _check_grids(cfg, reader, found)
     for key in DATASETS:
         if cfg.get(key) is not None:
             _check_dataset_section(cfg, key, cfg[key])
@@ -251,8 +234,8 @@ class _TransformedDataset(paddle.io.Dataset):
 class _Collate:
     """Batch transforms, then stack every batch key (per-level targets stay lists)."""
 
-    def __init__(self, ops):
-        self.ops = ops
+    def __init__(self, ops, shared_memory=False):
+        self.ops, self.shared_memory = ops, shared_memory
 
     def __call__(self, samples):
         failure = next((s for s in samples if isinstance(s, _Failure)), None)
@@ -272,34 +255,27 @@ class _Collate:
                 continue
             values = [s[key] for s in samples]
             if isinstance(values[0], list):
-                batch[key] = [np.stack(level) for level in zip(*values)]
+                batch[key] = [self._carried(np.stack(level)) for level in zip(*values)]
             else:
-                batch[key] = np.stack([np.asarray(v) for v in values])
-        return _carry_empty_levels(batch)
+                batch[key] = self._carried(np.stack([np.asarray(v) for v in values]))
+        return batch
+
+    def _carried(self, array):
+        return _ZeroSize(array) if self.shared_memory and array.size == 0 else array
 
 
-# Paddle cannot move a zero-size array through shared memory, so a level without any positive
-# in the batch travels as one zero row and is cut back to zero rows by ``Loader``.
-_EMPTY_LEVELS = 'empty_levels'
+class _ZeroSize:
+    """A zero-size array on its way from a worker (a level without any positive in the batch):
+    paddle cannot place one in shared memory, so its shape and type travel instead."""
 
+    def __init__(self, array):
+        self.shape, self.dtype = list(array.shape), str(array.dtype)
 
-def _carry_empty_levels(batch):
-    empty = [l for l, rows in enumerate(batch.get('ins_label', [])) if rows.shape[1] == 0]
-    for l in empty:
-        rows = batch['ins_label'][l]
-        batch['ins_label'][l] = np.zeros(rows.shape[:1] + (1,) + rows.shape[2:], rows.dtype)
-        batch['grid_order'][l] = np.zeros((rows.shape[0], 1), np.int32)
-    if empty:
-        batch[_EMPTY_LEVELS] = np.array(empty, np.int64)
-    return batch
-
-
-def _restore_empty_levels(batch):
-    if _EMPTY_LEVELS in batch:
-        for l in batch.pop(_EMPTY_LEVELS).numpy().tolist():
-            batch['ins_label'][l] = batch['ins_label'][l][:, :0]
-            batch['grid_order'][l] = batch['grid_order'][l][:, :0]
-    return batch
+    @staticmethod
+    def restored(value):
+        if isinstance(value, list):
+            return [_ZeroSize.restored(v) for v in value]
+        return paddle.zeros(value.shape, value.dtype) if isinstance(value, _ZeroSize) else value
 
 
 class Loader:
@@ -313,8 +289,9 @@ class Loader:
         self.batch_sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, drop_last,
                                                seed, even=even_ranks, **ranks)
         self.samples = _TransformedDataset(dataset, sample_ops, seed, skip_bad_samples)
+        collate = _Collate(batch_ops, shared_memory=use_shared_memory and num_workers > 0)
         self._loader = paddle.io.DataLoader(
-            self.samples, batch_sampler=self.batch_sampler, collate_fn=_Collate(batch_ops),
+            self.samples, batch_sampler=self.batch_sampler, collate_fn=collate,
             num_workers=num_workers, use_shared_memory=use_shared_memory, return_list=True)
 
     def set_epoch(self, epoch, start_batch=0):
@@ -327,7 +304,7 @@ class Loader:
         for batch in self._loader:
             if _Failure.KEY in batch:
                 raise _Failure.error_of(batch)
-            yield _restore_empty_levels(batch)
+            yield {key: _ZeroSize.restored(value) for key, value in batch.items()}
 
 
 # -- the reader sections -------------------------------------------------------------------
@@ -347,16 +324,15 @@ class _Reader:
 
     @classmethod
     def from_config(cls, cfg):
-        """Fill the grids of ``Gt2Solov2Target`` from the head when the reader leaves them out."""
+        """Batch transforms that take ``grids`` get the model's (see the module doc)."""
         section = cfg.get(cls.__name__) or {}
-        if 'batch_transforms' not in section:
+        found = config_grids(cfg)
+        if not isinstance(section.get('batch_transforms'), list) or found is None:
             return {}
-        grids = {key: value for key, (value, _) in head_grids(cfg).items()}
         entries = []
         for entry in section['batch_transforms']:
-            if isinstance(entry, dict) and 'Gt2Solov2Target' in entry:
-                entry = {'Gt2Solov2Target': {**grids, **(entry['Gt2Solov2Target'] or {})}}
-            entries.append(entry)
+            takes = _takes_grids(entry)
+            entries.append({takes[0]: {**takes[1], 'grids': found[0]}} if takes else entry)
         return {'batch_transforms': entries}
 
     def loader(self, dataset, num_workers=0, seed=0, split_ranks=True, even_ranks=True,

@@ -25,7 +25,8 @@ import yaml
 from paddle.static import InputSpec
 
 from ppdet.core.errors import ConfigError, ExportError
-from ppdet.engine.trainer import category_names
+from ppdet.data import test_categories
+from ppdet.modeling.ops import bilinear_matrix
 
 __all__ = ['OUTPUT_NAMES', 'ExportModel', 'input_spec', 'export_safe_interpolate',
            'spare_detection_row', 'export_model', 'infer_config', 'export_onnx']
@@ -68,22 +69,8 @@ def _as_float(value):
 def _bilinear_axis(x, axis, in_size, out_size, scale, align_corners, align_mode):
     """Resize along ``axis`` (2 or 3) as a product with the ``[out, in]`` interpolation matrix:
     under oneDNN a product is far faster than gathers blended by broadcast weights."""
-    dst = paddle.arange(out_size, dtype='float32')
-    in_f, out_f = _as_float(in_size), _as_float(out_size)
-    if align_corners:
-        steps = (max(out_f - 1, 1.0) if isinstance(out_f, float)
-                 else paddle.clip(out_f - 1, min=1.0))
-        src = dst * (in_f - 1) / steps
-    else:
-        ratio = 1.0 / scale if scale else in_f / out_f
-        src = (dst + 0.5) * ratio - 0.5 if align_mode == 0 else dst * ratio
-        src = paddle.clip(src, min=0.0)
-    low = paddle.floor(src)
-    weight = (src - low).unsqueeze(1)
-    high = paddle.minimum(low + 1, in_f - 1)
-    cols = paddle.arange(in_size, dtype='float32').unsqueeze(0)
-    matrix = ((cols == low.unsqueeze(1)).astype('float32') * (1 - weight)
-              + (cols == high.unsqueeze(1)).astype('float32') * weight)
+    matrix = bilinear_matrix(in_size, out_size, align_corners=align_corners,
+                             align_mode=align_mode, scale=scale)[0]
     # 2-D products only: paddle 3.3.1 under oneDNN computed the broadcast product with a 4-D
     # [B, C, H, W] operand wrongly inside the model
     if axis == 2:
@@ -183,7 +170,7 @@ def export_model(model, cfg, output_dir, onnx=False, opset=16):
                                       full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, 'model'))
     with open(os.path.join(output_dir, INFER_CFG_FILE), 'w') as f:
-        yaml.safe_dump(infer_config(cfg), f, sort_keys=False, default_flow_style=None)
+        yaml.safe_dump(infer_config(model, cfg), f, sort_keys=False, default_flow_style=None)
     if onnx:
         export_onnx(output_dir, opset=opset)
     return output_dir
@@ -269,21 +256,24 @@ def _preprocess_ops(cfg):
     return ops
 
 
-def infer_config(cfg):
-    """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program."""
-    head = cfg.get('SOLOv2Head') or {}
+def infer_config(model, cfg):
+    """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program.
+
+    Architecture name and thresholds are the built model's; preprocessing, draw threshold and
+    labels come from the config."""
+    thresholds = model.thresholds
     return {
         'mode': 'paddle',
-        'arch': cfg.get('architecture', 'SOLOv2'),
+        'arch': type(model).__name__,
         'metric': cfg.get('metric', 'COCO'),
         'mask': True,
         'use_dynamic_shape': True,
         'min_subgraph_size': 60,
         'draw_threshold': float(cfg.get('draw_threshold', 0.5)),
-        'score_threshold': float(head.get('score_threshold', 0.1)),
-        'mask_threshold': float(head.get('mask_threshold', 0.5)),
+        'score_threshold': float(thresholds.score_threshold),
+        'mask_threshold': float(thresholds.mask_threshold),
         'inputs': [spec.name for spec in input_spec()],
         'outputs': list(OUTPUT_NAMES),
         'Preprocess': _preprocess_ops(cfg),
-        'label_list': category_names(cfg),
+        'label_list': list(test_categories(cfg).names),
     }

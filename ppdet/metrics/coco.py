@@ -16,83 +16,17 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ppdet.core.errors import DataError
+from ppdet.data.source.categories import Categories
+from ppdet.modeling.detections import split_detections
 
-__all__ = ['COCOMetric', 'Detections', 'split_outputs', 'encode_masks', 'to_records',
-           'evaluate_records', 'evaluate_json', 'load_categories', 'STAT_NAMES']
+__all__ = ['COCOMetric', 'encode_masks', 'to_records', 'evaluate_records', 'evaluate_json',
+           'STAT_NAMES']
 
 logger = logging.getLogger(__name__)
 
 STAT_NAMES = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
               'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
 RESULT_FILES = {'segm': 'segm.json', 'bbox': 'bbox.json'}
-
-
-def load_categories(anno_file):
-    """``(clsid2catid, names)`` from an annotation file, categories in file order."""
-    try:
-        with open(anno_file, encoding='utf-8') as f:
-            categories = json.load(f)['categories']
-        catids = [int(c['id']) for c in categories]
-        names = [str(c['name']) for c in categories]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f'{anno_file}: cannot read the categories ({e})') from e
-    return dict(enumerate(catids)), names
-
-
-class Detections:
-    """One image's predictions: masks cropped to the image, labels, scores, boxes."""
-
-    def __init__(self, im_id, masks, labels, scores, boxes):
-        self.im_id = int(im_id)
-        self.masks = masks          # [n, h0, w0] uint8
-        self.labels = labels        # [n] int64, contiguous class ids
-        self.scores = scores        # [n] float32
-        self.boxes = boxes          # [n, 4] float32, x1 y1 x2 y2
-
-    def __len__(self):
-        return len(self.scores)
-
-    def above(self, threshold):
-        keep = self.scores >= threshold
-        return Detections(self.im_id, self.masks[keep], self.labels[keep], self.scores[keep],
-                          self.boxes[keep])
-
-
-def _numpy(value):
-    return value.numpy() if hasattr(value, 'numpy') else np.asarray(value)
-
-
-def split_outputs(batch, outputs):
-    """Per-image :class:`Detections` of a batch's model outputs (score-0 dummies dropped)."""
-    counts = _numpy(outputs['bbox_num']).reshape(-1).astype(int)
-    segm = _numpy(outputs['segm'])
-    labels = _numpy(outputs['cate_label']).reshape(-1).astype(np.int64)
-    scores = _numpy(outputs['cate_score']).reshape(-1).astype(np.float32)
-    bbox = _numpy(outputs['bbox']).reshape(-1, 6) if 'bbox' in outputs else None
-    im_ids = _numpy(batch['im_id']).reshape(-1)
-    sizes = np.round(_numpy(batch['im_shape']) / _numpy(batch['scale_factor'])).astype(int)
-    images, start = [], 0
-    for i, n in enumerate(counts):
-        part = slice(start, start + n)
-        start += n
-        h0, w0 = min(sizes[i][0], segm.shape[-2]), min(sizes[i][1], segm.shape[-1])
-        if len(counts) == 1:
-            h0, w0 = segm.shape[-2:]
-        masks = segm[part, :h0, :w0].astype(np.uint8)
-        boxes = bbox[part, 2:6] if bbox is not None else _mask_boxes(masks)
-        det = Detections(im_ids[i], masks, labels[part], scores[part], boxes)
-        images.append(det.above(np.nextafter(np.float32(0), np.float32(1))))
-    return images
-
-
-def _mask_boxes(masks):
-    """Tight ``x1 y1 x2 y2`` boxes of ``[n, h, w]`` masks (zeros for empty masks)."""
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    y1, x1 = rows.argmax(axis=1), cols.argmax(axis=1)
-    y2 = rows.shape[1] - rows[:, ::-1].argmax(axis=1)
-    x2 = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
-    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-    return boxes * rows.any(axis=1, keepdims=True)
 
 
 def encode_masks(masks):
@@ -186,19 +120,18 @@ def evaluate_json(output_eval, anno_file, classwise=False):
 class COCOMetric:
     """Accumulates predictions batch by batch; :meth:`accumulate` scores them."""
 
-    def __init__(self, anno_file, classwise=False, output_eval=None, save_only=False):
+    def __init__(self, anno_file, classwise=False, output_eval=None):
         self.anno_file = anno_file
-        self.clsid2catid, self.names = load_categories(anno_file)
+        self.clsid2catid = Categories.from_file(anno_file).clsid2catid
         self.classwise = classwise
         self.output_eval = output_eval
-        self.save_only = save_only
         self.reset()
 
     def reset(self):
         self.records = {'segm': [], 'bbox': []}
 
     def update(self, batch, outputs):
-        for det in split_outputs(batch, outputs):
+        for det in split_detections(batch, outputs):
             for iou_type, recs in to_records(det, self.clsid2catid).items():
                 self.records[iou_type].extend(recs)
 
@@ -225,6 +158,4 @@ class COCOMetric:
                 with open(os.path.join(self.output_eval, name), 'w', encoding='utf-8') as f:
                     json.dump(records[iou_type], f)
             logger.info(f'results written to {self.output_eval}/segm.json and bbox.json')
-        if self.save_only:
-            return {}
         return _report(self.anno_file, records, self.classwise)

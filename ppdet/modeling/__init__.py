@@ -7,4 +7,6 @@ from .heads.solov2_mask_head import SOLOv2MaskHead  # noqa: F401
 from .layers.matrix_nms import MaskMatrixNMS  # noqa: F401
 from .losses.solov2_loss import SOLOv2Loss  # noqa: F401
 from .necks.fpn import FPN  # noqa: F401
-from .targets import SOLOv2Targets  # noqa: F401
+from .detections import Detections, split_detections  # noqa: F401
+from .grids import SOLOv2Grids  # noqa: F401
+from .target_batch import SOLOv2Targets  # noqa: F401

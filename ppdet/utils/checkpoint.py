@@ -8,6 +8,9 @@
 * :func:`save_checkpoint` / :func:`load_checkpoint`: ``.pdparams`` (+ ``.pdema``) and
   ``.pdopt`` (optimizer, scheduler, epoch, step, RNG seeds).
 
+Weights may be given by an ``http(s)://`` address (fetched once into the weights cache by
+:mod:`ppdet.utils.download`); checkpoints to resume from are local.
+
 Files are read with :func:`ppdet.utils.fileio.load_file` and written with
 :func:`ppdet.utils.fileio.save_files` only.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ppdet.core.errors import CheckpointError, WeightsError
+from ppdet.utils.download import fetch, is_url
 from ppdet.utils.fileio import load_file, save_files
 
 __all__ = ['weights_path', 'load_weights', 'assign_state', 'match_partial', 'alias_groups',
@@ -36,11 +40,10 @@ def weights_path(path):
 
 
 def _params_file(path, what):
-    """The ``.pdparams`` file for ``path``, or a one-line error saying where to put it."""
-    if str(path).startswith(('http://', 'https://')):
-        name = os.path.basename(str(path))
-        raise WeightsError(f'{path}: nothing is downloaded at run time; download it, put it at '
-                           f'pretrained/{name} and pass -o {what}=pretrained/{name}')
+    """The ``.pdparams`` file for ``path`` (an address is fetched into the cache first), or a
+    one-line error saying what to do."""
+    if is_url(path):
+        return fetch(str(path), _read_state, what)
     file = weights_path(path) + '.pdparams'
     if not os.path.isfile(file):
         hint = (f'; put the file there, or pass -o {what}= to train from scratch'
@@ -193,6 +196,9 @@ def _to_numpy(value):
 
 def load_checkpoint(path):
     """Read a checkpoint to resume from: ``(params, opt_state or None, ema_raw or None)``."""
+    if is_url(path):
+        raise CheckpointError(f'{path}: -r resumes from a checkpoint on disk; download its '
+                              f'.pdparams and .pdopt and pass their path without extension')
     prefix = weights_path(path)
     file = prefix + '.pdparams'
     if not os.path.isfile(file):

@@ -1,6 +1,7 @@
+from .categories import Categories
 from .coco import COCODataSet, load_coco_json
-from .image_folder import ImageFolder
+from .image_folder import IMAGE_EXTENSIONS, ImageFolder, list_images
 from .quickstart import QuickStartDataSet, generate_quickstart
 
-__all__ = ['COCODataSet', 'ImageFolder', 'QuickStartDataSet', 'generate_quickstart',
-           'load_coco_json']
+__all__ = ['Categories', 'COCODataSet', 'ImageFolder', 'IMAGE_EXTENSIONS', 'list_images',
+           'QuickStartDataSet', 'generate_quickstart', 'load_coco_json']

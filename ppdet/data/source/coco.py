@@ -23,6 +23,8 @@ import numpy as np
 from ppdet.core.errors import DataError
 from ppdet.core.workspace import register
 
+from .categories import Categories
+
 __all__ = ['COCODataSet', 'load_coco_json']
 
 logger = logging.getLogger(__name__)
@@ -182,13 +184,10 @@ class COCODataSet:
         """Hook run before parsing (the quick-start dataset generates its files here)."""
 
     # -- what the metric and the tools need ----------------------------------------------
-    def get_anno(self):
-        return self.anno_path
-
     @property
     def category_names(self):
         """Class names indexed by contiguous class id."""
-        return list(self.cname2clsid)
+        return list(self.categories.names)
 
     def __len__(self):
         return len(self.records) * self.repeat
@@ -199,10 +198,8 @@ class COCODataSet:
     # -- parsing -------------------------------------------------------------------------
     def _parse(self):
         data = load_coco_json(self.anno_path)
-        categories = data['categories']
-        self.catid2clsid = {c['id']: i for i, c in enumerate(categories)}
-        self.clsid2catid = {i: c['id'] for i, c in enumerate(categories)}
-        self.cname2clsid = {str(c.get('name', c['id'])): i for i, c in enumerate(categories)}
+        self.categories = Categories.from_coco(data['categories'])
+        catid2clsid = self.categories.catid2clsid
 
         images, problems = self._index_images(data['images'])
         anns_of = self._group_annotations(data.get('annotations', []), images, problems)
@@ -214,12 +211,12 @@ class COCODataSet:
             anns = anns_of.get(image_id, [])
             for ann in anns:
                 if problem is None:
-                    issue = _check_annotation(ann, image, self.catid2clsid)
+                    issue = _check_annotation(ann, image, catid2clsid)
                     problem = issue and f'annotation {ann["id"]} (image {image["file_name"]}): {issue}'
             if problem:
                 problems.append(DataError(f'{self.anno_path}: {problem}'))
                 continue
-            record = self._record(image, path, anns)
+            record = self._record(image, path, anns, catid2clsid)
             (records if record['ann_ids'] else empty).append(record)
         if self.allow_empty:
             records += self._sample_empty(empty, len(records))
@@ -278,7 +275,7 @@ class COCODataSet:
             return f'image file {path} not found'
         return None if size else f'image file {path} is empty (0 bytes)'
 
-    def _record(self, image, path, anns):
+    def _record(self, image, path, anns, catid2clsid):
         boxes, classes, crowd, segms, ids = [], [], [], [], []
         for ann in anns:
             if ann.get('ignore') or (ann.get('iscrowd') and not self.load_crowd):
@@ -287,7 +284,7 @@ class COCODataSet:
             if box is None:
                 continue
             boxes.append(box)
-            classes.append(self.catid2clsid[ann['category_id']])
+            classes.append(catid2clsid[ann['category_id']])
             crowd.append(int(bool(ann.get('iscrowd'))))
             segms.append(ann.get('segmentation'))
             ids.append(ann['id'])
@@ -312,4 +309,4 @@ class COCODataSet:
 
     def __repr__(self):
         return (f'{type(self).__name__}({self.anno_path}: {len(self.records)} images, '
-                f'{len(self.catid2clsid)} classes)')
+                f'{len(self.categories)} classes)')

@@ -1,5 +1,4 @@
 """Images for inference: one file, a folder, or a list of them."""
-import json
 import logging
 import os
 
@@ -8,16 +7,21 @@ import numpy as np
 from ppdet.core.errors import DataError
 from ppdet.core.workspace import register
 
-__all__ = ['ImageFolder', 'IMAGE_EXTENSIONS']
+from .categories import Categories
+
+__all__ = ['ImageFolder', 'IMAGE_EXTENSIONS', 'list_images']
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
-def _expand(path):
+def list_images(path):
+    """``path`` itself if it is a file, else the folder's image files (by extension), sorted so
+    that every run numbers them the same way."""
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+                       and os.path.isfile(os.path.join(path, n)))
         if not names:
             raise DataError(f'{path}: folder holds no image ({", ".join(IMAGE_EXTENSIONS)})')
         return [os.path.join(path, n) for n in names]
@@ -31,7 +35,7 @@ class ImageFolder:
     """Inference images; ``im_id`` is the position in the list.
 
     Category names come from the COCO file ``dataset_dir/anno_path`` when it exists; otherwise
-    (a warning says so) classes are named by their index.
+    (a warning says so) the categories are empty and the caller names the classes.
     """
 
     def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, sample_num=-1):
@@ -39,33 +43,27 @@ class ImageFolder:
         self.anno_path = os.path.join(self.dataset_dir, anno_path) if anno_path else None
         self.sample_num = sample_num
         self.problems = []
-        self._load_categories()
+        self.categories = Categories()
+        if self.anno_path and os.path.isfile(self.anno_path):
+            self.categories = Categories.from_file(self.anno_path)
+        elif self.anno_path:
+            logger.warning('%s not found: the classes get default names', self.anno_path)
         self.records = []
         if image_dir:
             self.set_images(os.path.join(self.dataset_dir, image_dir))
 
-    def _load_categories(self):
-        categories = []
-        if self.anno_path and os.path.isfile(self.anno_path):
-            from .coco import load_coco_json
-            categories = load_coco_json(self.anno_path)['categories']
-        elif self.anno_path:
-            logger.warning('%s not found: classes are shown by index', self.anno_path)
-        self.catid2clsid = {c['id']: i for i, c in enumerate(categories)}
-        self.clsid2catid = {i: c['id'] for i, c in enumerate(categories)}
-        self.cname2clsid = {str(c.get('name', c['id'])): i for i, c in enumerate(categories)}
-
-    def get_anno(self):
-        return self.anno_path
-
     @property
     def category_names(self):
-        return list(self.cname2clsid)
+        return list(self.categories.names)
+
+    @property
+    def image_files(self):
+        return [record['im_file'] for record in self.records]
 
     def set_images(self, images):
         """Use ``images``: a path (file or folder) or a list of paths."""
         paths = [images] if isinstance(images, str) else list(images)
-        files = [f for path in paths for f in _expand(path)]
+        files = [f for path in paths for f in list_images(path)]
         if self.sample_num > 0:
             files = files[:self.sample_num]
         self.records = [{'im_file': f, 'im_id': np.array([i], np.int64)}

@@ -46,12 +46,11 @@ def check_entry_list(entries, where):
     return entries
 
 
-def build_transforms(entries, where, overrides=None):
-    """Build the ops of one list; ``overrides[name]`` adds keyword arguments to op ``name``."""
+def build_transforms(entries, where):
+    """Build the ops of one list."""
     ops = []
     for entry in check_entry_list(entries, where):
         name, kwargs = parse_entry(entry, where)
-        kwargs.update((overrides or {}).get(name, {}))
         ops.append(TRANSFORMS[name](**kwargs))
     return ops
 

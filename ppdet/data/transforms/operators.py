@@ -194,7 +194,7 @@ class RandomFlip(Transform):
             return sample
         image = sample['image']
         h, w = image.shape[:2]
-        out = dict(sample, image=np.ascontiguousarray(image[:, ::-1]), flipped=True)
+        out = dict(sample, image=np.ascontiguousarray(image[:, ::-1]))
         if 'gt_bbox' in sample:
             box = sample['gt_bbox'].copy()
             box[:, 0], box[:, 2] = w - sample['gt_bbox'][:, 2], w - sample['gt_bbox'][:, 0]

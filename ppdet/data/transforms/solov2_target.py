@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ppdet.core.errors import ConfigError
+from ppdet.modeling.grids import DEFAULT_GRIDS, SOLOv2Grids, as_lists
+
 from . import register_op
 
-__all__ = ['Gt2Solov2Target', 'DEFAULT_NUM_GRIDS', 'DEFAULT_SCALE_RANGES']
+__all__ = ['Gt2Solov2Target']
 
-DEFAULT_NUM_GRIDS = [40, 36, 24, 16, 12]
-DEFAULT_SCALE_RANGES = [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]]
 _REMOVED_KEYS = ('gt_bbox', 'gt_class', 'is_crowd', 'gt_poly', 'gt_segm', 'ann_ids')
 
 
@@ -80,14 +81,21 @@ class Gt2Solov2Target:
     """Grid targets per FPN level: ``cate_label``, ``ins_label``, ``grid_order``, ``fg_num``.
 
     Runs after ``PadBatch`` (masks ``gt_segm`` at the padded size, boxes in resized pixels).
+    ``grids``: the model's :class:`SOLOv2Grids`, which the reader gives it; ``num_grids`` and
+    ``scale_ranges`` (the reference's keys) may repeat them and must then agree. Without
+    ``grids`` they default to the SOLOv2 head's defaults.
     """
 
-    def __init__(self, num_grids=DEFAULT_NUM_GRIDS, scale_ranges=DEFAULT_SCALE_RANGES,
-                 coord_sigma=0.2, sampling_ratio=4.0):
-        if len(num_grids) != len(scale_ranges):
-            raise ValueError(f'Gt2Solov2Target: {len(num_grids)} num_grids but '
-                             f'{len(scale_ranges)} scale_ranges')
-        self.num_grids, self.scale_ranges = list(num_grids), [list(r) for r in scale_ranges]
+    def __init__(self, num_grids=None, scale_ranges=None, coord_sigma=0.2, sampling_ratio=4.0,
+                 grids=None):
+        if grids is not None and not isinstance(grids, SOLOv2Grids):
+            raise ConfigError('Gt2Solov2Target: `grids` come from the model; set num_grids and '
+                              'scale_ranges in the head\'s section instead')
+        self.num_grids = _grid_field('num_grids', num_grids, grids)
+        self.scale_ranges = _grid_field('scale_ranges', scale_ranges, grids)
+        if len(self.num_grids) != len(self.scale_ranges):
+            raise ConfigError(f'Gt2Solov2Target: {len(self.num_grids)} num_grids but '
+                              f'{len(self.scale_ranges)} scale_ranges')
         self.coord_sigma, self.sampling_ratio = coord_sigma, sampling_ratio
 
     def __repr__(self):
@@ -165,6 +173,16 @@ class Gt2Solov2Target:
             target['fg_num'] = np.int64(sum(lv.positive_cells for lv in levels[k]))
             out.append(target)
         return out
+
+
+def _grid_field(key, value, grids):
+    """``value`` of the grids field ``key`` as given, checked against ``grids`` when given."""
+    if grids is None:
+        return as_lists(getattr(DEFAULT_GRIDS, key) if value is None else value)
+    if value is not None and as_lists(value) != getattr(grids, key):
+        raise ConfigError(f'Gt2Solov2Target.{key} {value} differs from the model\'s '
+                          f'{getattr(grids, key)}; set it in one place')
+    return getattr(grids, key)
 
 
 def _fit_rows(array, rows):

@@ -2,8 +2,8 @@
 import paddle.nn as nn
 
 from ppdet.core.errors import ConfigError
-from ppdet.core.workspace import create, register
-from ..targets import SOLOv2Targets
+from ppdet.core.workspace import REGISTRY, create, register
+from ..target_batch import SOLOv2Targets
 
 __all__ = ['SOLOv2']
 
@@ -39,6 +39,24 @@ class SOLOv2(nn.Layer):
                  for key in ('solov2_head', 'mask_head')}
         return dict(backbone=backbone, neck=neck, **heads)
 
+    @classmethod
+    def grids_from_config(cls, cfg):
+        """The grids of the head this config builds (see ``SOLOv2Head.grids_from_config``)."""
+        section = cfg.get(cls.__name__)
+        name = section.get('solov2_head') if isinstance(section, dict) else None
+        from_config = getattr(REGISTRY.get(name) if isinstance(name, str) else None,
+                              'grids_from_config', None)
+        return from_config(cfg) if from_config is not None else None
+
+    @property
+    def grids(self):
+        return self.solov2_head.grids
+
+    @property
+    def thresholds(self):
+        """What turns scores into detections (:class:`PredictionThresholds`)."""
+        return self.solov2_head.thresholds
+
     def extract(self, image):
         """-> (category logits, kernels, mask features), the raw network outputs."""
         feats = self.neck(self.backbone(image))
@@ -52,7 +70,7 @@ class SOLOv2(nn.Layer):
         return self.predict(batch['image'], batch['im_shape'], batch['scale_factor'])
 
     def get_loss(self, batch):
-        targets = SOLOv2Targets.from_batch(batch, len(self.solov2_head.num_grids))
+        targets = SOLOv2Targets.from_batch(batch, self.grids.num_levels)
         cate_logits, kernels, mask_feat = self.extract(batch['image'])
         return self.solov2_head.get_loss(cate_logits, kernels, mask_feat, targets)
 

@@ -3,14 +3,10 @@ import string
 
 import paddle.nn as nn
 import paddle.nn.functional as F
-from paddle import ParamAttr
-from paddle.nn.initializer import Constant
-from paddle.vision.ops import DeformConv2D
 
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import register
-from ..layers.deformable_conv import split_offset_mask
-from ..layers.norm import build_norm
+from ..layers.conv_norm import ConvNormLayer
 from ..shape_spec import ShapeSpec
 
 __all__ = ['ResNet', 'BottleNeck', 'BasicBlock']
@@ -19,44 +15,6 @@ BLOCKS_PER_DEPTH = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3],
                     101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 STAGE_CHANNELS = [64, 128, 256, 512]
 STAGE_STRIDES = [4, 8, 16, 32]
-
-
-class ConvNormLayer(nn.Layer):
-    """The backbone's conv -> norm (-> activation); the conv is DCNv2 when ``dcn_v2``.
-
-    Layout of a DCN layer: ``conv_offset`` (zero-initialised, predicts offsets and masks), then
-    ``conv`` (the deformable kernel), then ``norm``.
-    """
-
-    def __init__(self, ch_in, ch_out, filter_size, stride, groups=1, act=None, norm_type='bn',
-                 norm_decay=0., freeze_norm=True, lr=1.0, dcn_v2=False):
-        super().__init__()
-        self.act = act
-        padding = (filter_size - 1) // 2
-        weight_attr = ParamAttr(learning_rate=lr)
-        if dcn_v2:
-            self.kernel_area = filter_size ** 2
-            self.conv_offset = nn.Conv2D(
-                ch_in, 3 * self.kernel_area, filter_size, stride=stride, padding=padding,
-                weight_attr=ParamAttr(initializer=Constant(0.)),
-                bias_attr=ParamAttr(initializer=Constant(0.)))
-            self.conv = DeformConv2D(ch_in, ch_out, filter_size, stride=stride, padding=padding,
-                                     groups=groups, weight_attr=weight_attr, bias_attr=False)
-        else:
-            self.conv_offset = None
-            self.conv = nn.Conv2D(ch_in, ch_out, filter_size, stride=stride, padding=padding,
-                                  groups=groups, weight_attr=weight_attr, bias_attr=False)
-        self.norm = build_norm(norm_type, ch_out, norm_decay=norm_decay,
-                               lr=0. if freeze_norm else lr, freeze=freeze_norm)
-
-    def forward(self, x):
-        if self.conv_offset is None:
-            y = self.conv(x)
-        else:
-            offset, mask = split_offset_mask(self.conv_offset(x), self.kernel_area)
-            y = self.conv(x, offset, mask=mask)
-        y = self.norm(y)
-        return F.relu(y) if self.act == 'relu' else y
 
 
 class _Shortcut(nn.Sequential):
@@ -85,7 +43,7 @@ class BottleNeck(nn.Layer):
         stride_1x1, stride_3x3 = (stride, 1) if variant == 'a' else (1, stride)
         self.branch2a = ConvNormLayer(ch_in, width, 1, stride_1x1, act='relu', **norm_args)
         self.branch2b = ConvNormLayer(width, width, 3, stride_3x3, groups=groups, act='relu',
-                                      dcn_v2=dcn_v2, **norm_args)
+                                      dcn='backbone' if dcn_v2 else None, **norm_args)
         self.branch2c = ConvNormLayer(width, ch_out * self.expansion, 1, 1, **norm_args)
         self.short = None if shortcut else _projection(
             ch_in, ch_out * self.expansion, stride, variant, norm_args)
@@ -106,7 +64,8 @@ class BasicBlock(nn.Layer):
             raise ConfigError('ResNet: BasicBlock (depth 18/34) supports only groups=1, '
                               'base_width=64')
         self.branch2a = ConvNormLayer(ch_in, ch_out, 3, stride, act='relu', **norm_args)
-        self.branch2b = ConvNormLayer(ch_out, ch_out, 3, 1, dcn_v2=dcn_v2, **norm_args)
+        self.branch2b = ConvNormLayer(ch_out, ch_out, 3, 1, dcn='backbone' if dcn_v2 else None,
+                                      **norm_args)
         self.short = None if shortcut else _projection(ch_in, ch_out, stride, variant, norm_args)
 
     def forward(self, x):

@@ -3,6 +3,7 @@
 The head owns its grids, its loss and its post-processing.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
@@ -12,18 +13,40 @@ from paddle import ParamAttr
 from paddle.nn.initializer import Constant, Normal
 
 from ppdet.core.errors import ConfigError
-from ppdet.core.workspace import register
+from ppdet.core.workspace import register, section_values
+from ..grids import DEFAULT_GRIDS, SOLOv2Grids
 from ..layers.conv_norm import ConvNormLayer
 from ..layers.coord_conv import add_coord_channels
 from ..layers.drop_block import DropBlock
 from ..layers.matrix_nms import MaskMatrixNMS
-from ..ops import batched_gather
 from ..losses.solov2_loss import SOLOv2Loss
-from ..post_process import bilinear_matrix, masks_to_boxes
+from ..ops import batched_gather, bilinear_matrix, masks_to_boxes
 
-__all__ = ['SOLOv2Head', 'point_nms']
+__all__ = ['SOLOv2Head', 'PredictionThresholds', 'point_nms']
 
 CATEGORY_PRIOR = 0.01
+NUM_LEVELS = 5
+# SOLOv2Grids field -> the head's argument that sets it
+GRID_ARGS = {'num_grids': 'num_grids', 'strides': 'segm_strides', 'scale_ranges': 'scale_ranges'}
+
+
+@dataclass(frozen=True)
+class PredictionThresholds:
+    """What decides which (cell, class) pairs become detections, in the order applied."""
+    score_threshold: float
+    pre_nms_top_n: int
+    mask_threshold: float
+    update_threshold: float
+    post_nms_top_n: int
+
+    def funnel(self, above_score, candidates, detected):
+        """One sentence: how many pairs each threshold let through (counts over some images)."""
+        return (f'{above_score} (cell, class) scores above score_threshold '
+                f'{self.score_threshold} (at most pre_nms_top_n {self.pre_nms_top_n} per image); '
+                f'{above_score - candidates} dropped for a mask not larger than its stride at '
+                f'mask_threshold {self.mask_threshold}; {candidates - detected} dropped by '
+                f'Matrix NMS (update_threshold {self.update_threshold}, post_nms_top_n '
+                f'{self.post_nms_top_n})')
 
 
 def point_nms(heat, kernel_size=2):
@@ -36,6 +59,11 @@ def point_nms(heat, kernel_size=2):
 
 def _resize(x, **kwargs):
     return F.interpolate(x, mode='bilinear', align_corners=False, align_mode=0, **kwargs)
+
+
+def _conv_norm(ch_in, ch_out, norm_type, use_dcn):
+    return ConvNormLayer(ch_in, ch_out, 3, 1, norm_type=norm_type,
+                         initializer=Normal(mean=0., std=0.01), dcn='head' if use_dcn else None)
 
 
 def _head_conv(ch_in, ch_out, bias_init=0.):
@@ -51,9 +79,10 @@ class SOLOv2Head(nn.Layer):
     Level inputs: the stride-4 FPN map bilinearly halved, the next three maps, and the extra
     (stride-64) map resized to the stride-32 map's size. Each level gets CoordConv channels and
     is resampled to its ``S x S`` grid; the kernel branch sees the coordinates, the category
-    branch does not. ``scale_ranges`` (instance sizes per level) are read by the target
-    generator. ``solo_kernel``/``solo_cate`` are registered under two names as in the
-    reference, so the state_dict holds both spellings.
+    branch does not. ``num_grids``, ``segm_strides`` and ``scale_ranges`` make the head's
+    :class:`SOLOv2Grids` (``self.grids``), which the training targets are laid on too
+    (:meth:`grids_from_config`). ``solo_kernel``/``solo_cate`` are registered under two names
+    as in the reference, so the state_dict holds both spellings.
     """
     __shared__ = ['num_classes', 'norm_type']
     __inject__ = ['solov2_loss', 'mask_nms']
@@ -63,18 +92,16 @@ class SOLOv2Head(nn.Layer):
     spare_row = False
 
     def __init__(self, num_classes=80, in_channels=256, seg_feat_channels=256, stacked_convs=4,
-                 num_grids=[40, 36, 24, 16, 12], kernel_out_channels=256, dcn_v2_stages=[],
-                 segm_strides=[8, 8, 16, 32, 32], solov2_loss=None, score_threshold=0.1,
+                 num_grids=DEFAULT_GRIDS.num_grids, kernel_out_channels=256, dcn_v2_stages=[],
+                 segm_strides=DEFAULT_GRIDS.strides, solov2_loss=None, score_threshold=0.1,
                  mask_threshold=0.5, mask_nms=None, norm_type='gn', drop_block=False,
-                 scale_ranges=[[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]]):
+                 scale_ranges=DEFAULT_GRIDS.scale_ranges):
         super().__init__()
-        if not len(num_grids) == len(segm_strides) == len(scale_ranges) == 5:
-            raise ConfigError('SOLOv2Head: num_grids, segm_strides and scale_ranges need one '
-                              'entry per FPN level (5)')
+        self.grids = SOLOv2Grids(num_grids, segm_strides, scale_ranges)
+        if self.grids.num_levels != NUM_LEVELS:
+            raise ConfigError(f'SOLOv2Head: num_grids, segm_strides and scale_ranges need one '
+                              f'entry per FPN level ({NUM_LEVELS})')
         self.num_classes = num_classes
-        self.num_grids = list(num_grids)
-        self.scale_ranges = [list(r) for r in scale_ranges]
-        self.segm_strides = list(segm_strides)
         self.kernel_out_channels = kernel_out_channels
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
@@ -83,14 +110,13 @@ class SOLOv2Head(nn.Layer):
 
         self.kernel_convs, self.cate_convs = [], []
         for i in range(stacked_convs):
-            conv_args = dict(norm_type=norm_type, use_dcn=i in dcn_v2_stages)
-            ch_in = seg_feat_channels if i else in_channels
+            ch_in, use_dcn = seg_feat_channels if i else in_channels, i in dcn_v2_stages
             self.kernel_convs.append(self.add_sublayer(
                 f'bbox_head.kernel_convs.{i}',
-                ConvNormLayer(ch_in + 2 * (i == 0), seg_feat_channels, 3, 1, **conv_args)))
+                _conv_norm(ch_in + 2 * (i == 0), seg_feat_channels, norm_type, use_dcn)))
             self.cate_convs.append(self.add_sublayer(
                 f'bbox_head.cate_convs.{i}',
-                ConvNormLayer(ch_in, seg_feat_channels, 3, 1, **conv_args)))
+                _conv_norm(ch_in, seg_feat_channels, norm_type, use_dcn)))
         self.solo_kernel = self.add_sublayer(
             'bbox_head.solo_kernel', _head_conv(seg_feat_channels, kernel_out_channels))
         self.solo_cate = self.add_sublayer(
@@ -98,13 +124,31 @@ class SOLOv2Head(nn.Layer):
                                               -math.log((1 - CATEGORY_PRIOR) / CATEGORY_PRIOR)))
         self.drop_block = DropBlock(block_size=3, keep_prob=0.9) if drop_block else None
 
-        cell_strides = np.concatenate([np.full(s * s, st, 'float32')
-                                       for s, st in zip(self.num_grids, self.segm_strides)])
+        cell_strides = np.concatenate([np.full(s * s, st, 'float32') for s, st in
+                                       zip(self.grids.num_grids, self.grids.strides)])
         self.register_buffer('cell_strides', paddle.to_tensor(cell_strides), persistable=False)
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
         return {'in_channels': input_shape[0].channels} if input_shape else {}
+
+    @classmethod
+    def grids_from_config(cls, cfg):
+        """``(grids, where)``: the :class:`SOLOv2Grids` this head gets from ``cfg``, and for each
+        field the key that set it (``SOLOv2Head.num_grids (file)`` or its default)."""
+        values = section_values(cls, cfg, GRID_ARGS.values())
+        try:
+            grids = SOLOv2Grids(**{field: values[arg][0] for field, arg in GRID_ARGS.items()})
+        except ConfigError as err:
+            raise ConfigError(f'{cfg.source_of(cls.__name__) or "config"}: {cls.__name__}: '
+                              f'{err}') from None
+        return grids, {field: values[arg][1] for field, arg in GRID_ARGS.items()}
+
+    @property
+    def thresholds(self):
+        return PredictionThresholds(self.score_threshold, self.mask_nms.pre_nms_top_n,
+                                    self.mask_threshold, self.mask_nms.update_threshold,
+                                    self.mask_nms.post_nms_top_n)
 
     # ------------------------------------------------------------------ network
 
@@ -124,7 +168,7 @@ class SOLOv2Head(nn.Layer):
     def forward(self, feats):
         """-> (category logits ``[B, C, S, S]``, kernels ``[B, E, S, S]``), one per level."""
         cate_logits, kernels = [], []
-        for x, grid in zip(self.level_inputs(feats), self.num_grids):
+        for x, grid in zip(self.level_inputs(feats), self.grids.num_grids):
             kernel_feat = _resize(add_coord_channels(x), size=[grid, grid])
             cate_feat = kernel_feat[:, :-2]
             kernels.append(self.solo_kernel(self._tower(kernel_feat, self.kernel_convs)))
@@ -208,10 +252,10 @@ class SOLOv2Head(nn.Layer):
         """Per image, the best (cell, class) pairs (``[B, K]`` labels and mask-rescored
         scores, best category score first), their soft and binary masks ``[B, K, H/4 * W/4]``
         which pass ``score_threshold``, and which are real: category score above
-        ``score_threshold`` and mask area above the level's stride. ``K`` is the batch's largest count of scores above the threshold,
-        at most ``pre_nms_top_n`` (at least 1)."""
+        ``score_threshold`` and mask area above the level's stride. ``K`` is the batch's
+        largest count of scores above the threshold, at most ``pre_nms_top_n`` (at least 1)."""
         channels = mask_feat.shape[1]
-        num_cells = sum(grid * grid for grid in self.num_grids)
+        num_cells = self.grids.num_cells
         scores = paddle.concat([self.category_scores(c).reshape([0, -1, self.num_classes])
                                 for c in cate_logits], axis=1)
         kernels = paddle.concat([k.transpose([0, 2, 3, 1]).reshape([0, -1, channels])

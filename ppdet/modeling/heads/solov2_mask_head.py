@@ -1,6 +1,7 @@
 """SOLOv2's unified mask-feature branch: FPN levels merged at stride 4."""
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.nn.initializer import Normal
 
 from ppdet.core.workspace import register
 from ..layers.conv_norm import ConvNormLayer
@@ -26,7 +27,8 @@ class SOLOv2MaskHead(nn.Layer):
                  end_level=3, use_dcn_in_tower=False, norm_type='gn'):
         super().__init__()
         self.start_level, self.end_level = start_level, end_level
-        conv_args = dict(norm_type=norm_type, use_dcn=use_dcn_in_tower)
+        conv_args = dict(norm_type=norm_type, initializer=Normal(mean=0., std=0.01),
+                         dcn='head' if use_dcn_in_tower else None)
         self.levels = []
         for i in range(start_level, end_level + 1):
             tower = nn.Sequential()
