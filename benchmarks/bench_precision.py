@@ -2,12 +2,13 @@
 
     python benchmarks/bench_precision.py --model_dir output_inference/quickstart \\
         --anno dataset/quickstart/annotations/instances_val.json \\
-        --image_dir dataset/quickstart/val [--paths paddle,paddle-bf16,onnx] [--threads 1]
+        --image_dir dataset/quickstart/val [--paths paddle,paddle-bf16,onnx,onnx-int8] [--threads 1]
 
 For each path: mask AP and AP50 (pycocotools), the detections that agree with the first path
 (same label, mask IoU >= 0.5, greedy by score) and their mean mask IoU, and the median
-milliseconds per image over the split. Use it before deploying ``--enable_mkldnn_bfloat16``:
-bfloat16 trades a little accuracy for speed, and how much depends on the model and the data.
+milliseconds per image over the split. ``onnx-int8`` runs the model that tools/quantize.py
+wrote to ``--int8_dir`` (default ``<model_dir>_int8``). Use it before deploying bfloat16 or
+int8: both trade a little accuracy for speed, and how much depends on the model and the data.
 """
 import argparse
 import json
@@ -19,18 +20,27 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'deploy', 'python'))
 
 from infer import Detector, DeployError  # noqa: E402
 from preprocess import decode_image  # noqa: E402
+from ppdet.utils.cpuinfo import describe_cpu  # noqa: E402
 
 PATHS = {
-    'paddle': lambda d, t: Detector(d, 'paddle', cpu_threads=t),
-    'paddle-bf16': lambda d, t: Detector(d, 'paddle', cpu_threads=t,
-                                         enable_mkldnn_bfloat16=True),
-    'paddle-native': lambda d, t: Detector(d, 'paddle', cpu_threads=t, enable_mkldnn=False),
-    'onnx': lambda d, t: Detector(d, 'onnx', cpu_threads=t),
+    'paddle': lambda a: Detector(a.model_dir, 'paddle', cpu_threads=a.threads),
+    'paddle-bf16': lambda a: Detector(a.model_dir, 'paddle', cpu_threads=a.threads,
+                                      enable_mkldnn_bfloat16=True),
+    'paddle-native': lambda a: Detector(a.model_dir, 'paddle', cpu_threads=a.threads,
+                                        enable_mkldnn=False),
+    'onnx': lambda a: Detector(a.model_dir, 'onnx', cpu_threads=a.threads),
+    'onnx-int8': lambda a: Detector(a.int8_dir, 'onnx', cpu_threads=a.threads),
 }
+
+
+def bfloat16_supported():
+    import paddle
+    return paddle.base.core.supports_bfloat16()
 
 
 def run_split(detector, images):
@@ -99,25 +109,31 @@ def main(argv=None):
     parser.add_argument('--model_dir', required=True, help='export folder')
     parser.add_argument('--anno', required=True, help='COCO annotation file of the split')
     parser.add_argument('--image_dir', required=True, help='folder of the split\'s images')
-    parser.add_argument('--paths', default='paddle,paddle-bf16,onnx',
+    parser.add_argument('--paths', default='paddle,paddle-bf16,onnx,onnx-int8',
                         help=f'comma list of {", ".join(PATHS)}; the first is the reference '
                              'of the agreement columns')
+    parser.add_argument('--int8_dir', default=None,
+                        help='folder of tools/quantize.py (default: <model_dir>_int8)')
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args(argv)
+    args.int8_dir = args.int8_dir or os.path.normpath(args.model_dir) + '_int8'
     with open(args.anno, encoding='utf-8') as f:
         coco = json.load(f)
     category_ids = [c['id'] for c in coco['categories']]
     images = [(im['id'], os.path.join(args.image_dir, im['file_name'])) for im in coco['images']]
     image_ids, files = [i for i, _ in images], [p for _, p in images]
 
-    print(f'# {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {len(files)} images, '
-          f'threads {args.threads}')
+    print(f'# {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {describe_cpu()}, '
+          f'{len(files)} images, threads {args.threads}, load {os.getloadavg()[0]:.1f}')
     print('| path | mask AP | AP50 | detections | agree with first | mean IoU | ms/image |\n'
           '|---|---|---|---|---|---|---|')
     baseline = None
     for name in args.paths.split(','):
+        if name == 'paddle-bf16' and not bfloat16_supported():
+            print(f'| {name} | skipped: this CPU has no bfloat16 support | | | | | |')
+            continue
         try:
-            detector = PATHS[name](args.model_dir, args.threads)
+            detector = PATHS[name](args)
         except DeployError as err:
             print(f'| {name} | skipped: {err} | | | | | |')
             continue

@@ -62,6 +62,12 @@ def test_batch_of_two_images_gives_drawings_and_results(exported, image_dir, tmp
     assert capsys.readouterr().out.count('detections (score >= 0.1)') == 2
 
 
+def test_predictor_uses_every_usable_core_by_default(exported, monkeypatch):
+    monkeypatch.setattr(infer, 'usable_cores', lambda: 3)
+    session = infer.Detector(exported[0], 'onnx').runtime.session
+    assert session.get_session_options().intra_op_num_threads == 3
+
+
 def test_uncompressed_rle_decodes_to_the_mask_with_pycocotools():
     mask_util = pytest.importorskip('pycocotools.mask')
     rng = np.random.RandomState(0)
@@ -71,7 +77,11 @@ def test_uncompressed_rle_decodes_to_the_mask_with_pycocotools():
         np.testing.assert_array_equal(decoded, mask)
 
 
-def test_run_benchmark_prints_the_three_stages(exported, image_dir, tmp_path, capsys):
+def test_run_benchmark_prints_the_three_stages(exported, tmp_path, capsys):
+    image_dir = tmp_path / 'images'
+    image_dir.mkdir()
+    for i, image in enumerate(same_size_images(2)):
+        cv2.imwrite(str(image_dir / f'im{i}.png'), image[:, :, ::-1])
     infer.main(['--model_dir', exported[0], '--image_dir', str(image_dir), '--batch_size', '2',
                 '--output_dir', str(tmp_path), '--run_benchmark', '--warmup', '1',
                 '--repeats', '2', '--cpu_threads', '2'])
@@ -173,11 +183,75 @@ def test_bfloat16_needs_paddle_on_cpu_with_onednn(exported, flags, capsys):
     assert '--enable_mkldnn_bfloat16 needs' in capsys.readouterr().err
 
 
-def test_bfloat16_on_a_cpu_without_support_is_one_clear_error(exported, monkeypatch):
+def test_bfloat16_on_a_cpu_without_support_runs_float32_with_one_line(exported, monkeypatch,
+                                                                      capfd):
     import paddle
     monkeypatch.setattr(paddle.base.core, 'supports_bfloat16', lambda: False)
-    with pytest.raises(infer.DeployError, match='no bfloat16 support'):
-        infer.Detector(exported[0], 'paddle', enable_mkldnn_bfloat16=True)
+    out, _, images, _ = exported
+    fallback = infer.Detector(out, 'paddle', enable_mkldnn_bfloat16=True).predict(images)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines == ['--enable_mkldnn_bfloat16: this CPU has no bfloat16 support (needs '
+                     'AVX-512 BF16 or AMX); running float32']
+    fp32 = infer.Detector(out, 'paddle').predict(images)
+    for got, want in zip(fallback, fp32):       # float32 exactly: the same kernels
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def same_size_images(count=4, seed=11):
+    rng = np.random.RandomState(seed)
+    images = []
+    for _ in range(count):
+        image = (rng.rand(240, 320, 3) * 60 + 90).astype(np.uint8)
+        for _ in range(6):
+            x, y = rng.randint(0, 260), rng.randint(0, 180)
+            colour = tuple(int(c) for c in rng.randint(0, 255, 3))
+            cv2.rectangle(image, (x, y), (x + rng.randint(20, 60), y + rng.randint(20, 60)),
+                          colour, -1)
+        images.append(image)
+    return images
+
+
+@pytest.mark.parametrize('backend', ['paddle', 'onnx'])
+def test_batch_of_four_gives_the_detections_of_one_at_a_time(exported, backend):
+    from test_export import assert_same_detections
+    images = same_size_images()
+    detector = infer.Detector(exported[0], backend, cpu_threads=2)
+    alone = [detector.predict([image])[0] for image in images]
+    assert_same_detections(detector.predict(images), alone)
+
+
+def test_batch_size_option_batches_equal_sizes_and_reports_images_per_second(
+        exported, tmp_path, capsys):
+    """A folder of four 240x320 images and two others: --batch_size 4 writes the results of
+    --batch_size 1, in the same order."""
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for i, image in enumerate(same_size_images() + synthetic_images()):
+        cv2.imwrite(str(folder / f'im{i}.png'), image[:, :, ::-1])
+    results = {}
+    for size in (1, 4):
+        out = tmp_path / f'out{size}'
+        infer.main(['--model_dir', exported[0], '--image_dir', str(folder), '--batch_size',
+                    str(size), '--output_dir', str(out), '--save_results', '--threshold', '0.1'])
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if 'images/s' in ln)
+        assert line.startswith(f'6 images, batch size {size}: ')
+        assert float(line.split(': ')[1].split()[0]) > 0
+        with open(out / 'results.json') as f:
+            results[size] = json.load(f)
+    one, four = results[1], results[4]
+    assert [(r['image'], r['category_id']) for r in four] == \
+        [(r['image'], r['category_id']) for r in one]
+    assert len({r['image'] for r in one}) == 6
+    np.testing.assert_allclose([r['score'] for r in four], [r['score'] for r in one],
+                               atol=1e-4)
+    mask_util = pytest.importorskip('pycocotools.mask')
+    for a, b in zip(one, four):
+        masks = [mask_util.decode(mask_util.frPyObjects(r['segmentation'],
+                                                        *r['segmentation']['size']))
+                 for r in (a, b)]
+        union = (masks[0] | masks[1]).sum()
+        assert union == 0 or (masks[0] & masks[1]).sum() / union >= 0.99
 
 
 def bfloat16_supported():

@@ -33,7 +33,7 @@ RUNTIME_KEYS = {
     'keep_checkpoint_max', 'nan_policy', 'skip_bad_samples', 'patience', 'seed',
     'TrainDataset', 'EvalDataset', 'TestDataset', 'LearningRate', 'OptimizerBuilder',
     'TrainReader', 'EvalReader', 'TestReader', 'draw_threshold', 'eval', 'classwise',
-    'output_eval', 'cpu_threads', 'export',
+    'output_eval', 'cpu_threads', 'export', 'inference_engine',
 } | set(COMPATIBILITY_KEYS)
 
 _CHOICES = {'metric': ('COCO',), 'nan_policy': ('stop', 'skip'), 'amp_level': ('O1', 'O2')}

@@ -39,15 +39,17 @@ INFER_CFG_FILE = 'infer_cfg.yml'
 
 
 class ExportModel(paddle.nn.Layer):
-    """``model.predict`` as a forward that returns a tuple in :data:`OUTPUT_NAMES` order."""
+    """``model.predict`` as a forward that returns a tuple of ``outputs`` (by default
+    :data:`OUTPUT_NAMES`), in that order."""
 
-    def __init__(self, model):
+    def __init__(self, model, outputs=OUTPUT_NAMES):
         super().__init__()
         self.model = model
+        self.outputs = tuple(outputs)
 
     def forward(self, image, im_shape, scale_factor):
         out = self.model.predict(image, im_shape, scale_factor)
-        return tuple(out[name] for name in OUTPUT_NAMES)
+        return tuple(out[name] for name in self.outputs)
 
 
 def input_spec():
@@ -158,19 +160,21 @@ def spare_detection_row(model):
 
 # --------------------------------------------------------------------------- export
 
-def export_model(model, cfg, output_dir, onnx=False, opset=16):
+def export_model(model, cfg, output_dir, onnx=False, opset=16, outputs=OUTPUT_NAMES):
     """Trace ``model`` (eval mode) and write the program, weights and ``infer_cfg.yml``.
 
     Returns the output folder. ``onnx=True`` also writes ``model.onnx`` (needs paddle2onnx).
+    ``outputs``: the keys of ``model.predict`` the program returns, in order.
     """
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
     with export_safe_interpolate(), spare_detection_row(model):
-        static = paddle.jit.to_static(ExportModel(model), input_spec=input_spec(),
+        static = paddle.jit.to_static(ExportModel(model, outputs), input_spec=input_spec(),
                                       full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, 'model'))
     with open(os.path.join(output_dir, INFER_CFG_FILE), 'w') as f:
-        yaml.safe_dump(infer_config(model, cfg), f, sort_keys=False, default_flow_style=None)
+        yaml.safe_dump(infer_config(model, cfg, outputs), f, sort_keys=False,
+                       default_flow_style=None)
     if onnx:
         export_onnx(output_dir, opset=opset)
     return output_dir
@@ -256,7 +260,7 @@ def _preprocess_ops(cfg):
     return ops
 
 
-def infer_config(model, cfg):
+def infer_config(model, cfg, outputs=OUTPUT_NAMES):
     """The ``infer_cfg.yml`` content: what the deploy predictor needs besides the program.
 
     Architecture name and thresholds are the built model's; preprocessing, draw threshold and
@@ -273,7 +277,7 @@ def infer_config(model, cfg):
         'score_threshold': float(thresholds.score_threshold),
         'mask_threshold': float(thresholds.mask_threshold),
         'inputs': [spec.name for spec in input_spec()],
-        'outputs': list(OUTPUT_NAMES),
+        'outputs': list(outputs),
         'Preprocess': _preprocess_ops(cfg),
         'label_list': list(test_categories(cfg).names),
     }

@@ -1,0 +1,230 @@
+"""The inference runtime (ppdet/engine/runtime.py): model.predict through Paddle Inference or
+onnxruntime gives the eager model's detections, and its cache of exported programs is rebuilt
+when what it was built from changes."""
+import copy
+import logging
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import PARITY, ROOT
+from test_export import assert_same_detections, build_quickstart, synthetic_images
+from test_parity_eval import seeded_model, unpack
+
+from ppdet.core.config import load_config, merge_overrides
+from ppdet.core.errors import ConfigError, ExportError
+from ppdet.engine import runtime as rt
+from ppdet.engine.predictor import EagerDetector
+
+EXPORTED = ['paddle', pytest.param('onnx', marks=pytest.mark.skipif(
+    not rt._installed('onnx'), reason='needs paddle2onnx and onnxruntime'))]
+
+
+@pytest.fixture
+def log_lines():
+    """Messages the ``ppdet`` logger emits meanwhile (whatever handlers it has)."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger('ppdet')
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture(scope='module')
+def quickstart():
+    """(config, model, (inputs of a batch of two images, their sizes))."""
+    cfg, model = build_quickstart()
+    return cfg, model, quickstart_inputs(model, cfg)
+
+
+def quickstart_inputs(model, cfg):
+    from ppdet.engine.export import infer_config
+    from preprocess import Preprocessor, collate
+    preprocess = Preprocessor(infer_config(model, cfg)['Preprocess'])
+    samples = [preprocess(image) for image in synthetic_images()]
+    feeds = collate(samples)
+    return [paddle.to_tensor(feeds[k]) for k in ('image', 'im_shape', 'scale_factor')], \
+        [info['orig_hw'] for _, info in samples]
+
+
+def save_weights(model, prefix):
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    paddle.save(model.state_dict(), prefix + '.pdparams')
+    return prefix
+
+
+def per_image(outputs, sizes):
+    from test_export import split_batch
+    return split_batch({k: v.numpy() for k, v in outputs.items()}, sizes)
+
+
+@pytest.mark.parametrize('engine', EXPORTED)
+def test_runtime_gives_the_eager_outputs_on_a_batch(quickstart, engine, tmp_path):
+    cfg, model, (inputs, sizes) = quickstart
+    with paddle.no_grad():
+        eager = model.predict(*inputs)
+    runtime = rt.build_runtime(model, cfg, weights=save_weights(model, str(tmp_path / 'w')),
+                               engine=engine, threads=2)
+    assert runtime.engine == engine
+    outputs = runtime(*inputs)
+    assert sorted(outputs) == sorted(eager)
+    for key, value in eager.items():
+        assert outputs[key].dtype == value.dtype, key
+        assert outputs[key].shape[1:] == value.shape[1:], key
+    for key in ('bbox_num', 'num_above_score', 'num_candidates'):
+        np.testing.assert_array_equal(outputs[key].numpy(), eager[key].numpy())
+    assert_same_detections(per_image(outputs, sizes), per_image(eager, sizes))
+
+
+@pytest.mark.skipif(not os.path.isdir(PARITY), reason='../shared is not present')
+@pytest.mark.parametrize('engine', EXPORTED)
+def test_runtime_matches_the_reference_fixture(engine, tmp_path):
+    """The parity fixture's final outputs (tolerances of its README) through the engine."""
+    ref = np.load(os.path.join(PARITY, 'eval_solov2_r50_fpn_1x_coco.npz'))
+    cfg = load_config(os.path.join(ROOT, 'configs', 'solov2', 'solov2_r50_fpn_1x_coco.yml'))
+    model = seeded_model('solov2_r50_fpn_1x_coco')
+    runtime = rt.build_runtime(model, cfg, engine=engine, cache_dir=str(tmp_path))
+    out = {k: v.numpy() for k, v in runtime(*(ref[k] for k in ('image', 'im_shape',
+                                                               'scale_factor'))).items()}
+    real = ref['cate_score'] >= 0.05            # the reference's zero-score dummy excluded
+    assert out['bbox_num'].tolist() == [45] == [int(real.sum())]
+    np.testing.assert_array_equal(out['cate_label'], ref['cate_label'][real])
+    np.testing.assert_allclose(out['cate_score'], ref['cate_score'][real], atol=1e-4)
+    mine = out['segm'].astype(bool)
+    theirs = unpack(ref['segm_bits'], ref['segm_shape'])[real].astype(bool)
+    assert mine.shape == theirs.shape
+    inter, union = (mine & theirs).sum((1, 2)), (mine | theirs).sum((1, 2))
+    assert np.where(union > 0, inter / np.maximum(union, 1), 1.0).min() >= 0.99
+
+
+def test_cache_is_reused_then_rebuilt_when_the_weights_change(quickstart, tmp_path, log_lines):
+    cfg, model, (inputs, _) = quickstart
+    weights = save_weights(model, str(tmp_path / 'run' / 'model_final'))
+    folder = str(tmp_path / 'run' / 'model_final.inference' / 'paddle')
+
+    def build():
+        log_lines.clear()
+        runtime = rt.build_runtime(model, cfg, weights=weights, engine='paddle', threads=1)
+        assert runtime.engine == 'paddle'
+        return runtime, ' '.join(log_lines)
+
+    first, log = build()
+    assert f'program built in {folder}' in log
+    assert first(*inputs)['bbox_num'].numpy().min() > 0
+    assert f'reusing {folder}' in build()[1]
+    # other weights in the same file: rebuilt, and the outputs follow them
+    head = model.solov2_head.solo_cate
+    saved = head.bias.numpy()
+    head.bias.set_value(paddle.full(head.bias.shape, -30.0))
+    try:
+        save_weights(model, weights)
+        runtime, log = build()
+    finally:
+        head.bias.set_value(paddle.to_tensor(saved))
+    assert f'program built in {folder}' in log
+    assert runtime(*inputs)['bbox_num'].numpy().tolist() == [0, 0]
+
+
+def test_cache_is_stale_when_config_code_or_versions_change(quickstart, tmp_path, monkeypatch):
+    cfg = quickstart[0]
+    weights = tmp_path / 'model.pdparams'
+    weights.write_bytes(b'weights')
+    cache = rt.ProgramCache(str(tmp_path / 'cache'))
+    stored = cache.store('onnx', rt.fingerprint(cfg, str(weights), 'onnx'), lambda folder: None)
+
+    def found(config=cfg):
+        return cache.lookup('onnx', rt.fingerprint(config, str(weights), 'onnx'))
+
+    assert found() == stored
+    assert found(merge_overrides(copy.deepcopy(cfg), ['MaskMatrixNMS.post_nms_top_n=5'])) is None
+    assert found(merge_overrides(copy.deepcopy(cfg), ['TestReader.batch_size=4'])) == stored
+    for package in ('paddlepaddle', 'onnxruntime', 'paddle2onnx'):
+        with monkeypatch.context() as patch:
+            versions = rt._versions
+            patch.setattr(rt, '_versions', lambda e, p=package: {**versions(e), p: '0.0'})
+            assert found() is None, package
+    with monkeypatch.context() as patch:
+        patch.setattr(rt, 'MODEL_CODE', ('modeling/heads/*.py',))
+        assert found() is None
+    with monkeypatch.context() as patch:       # another CPU: onnxruntime's layouts differ
+        patch.setattr(rt, 'cpu_flags', lambda: {'avx2', 'fma'})
+        assert found() is None
+    weights.write_bytes(b'other weights')
+    assert found() is None
+    # a folder without its build record (an interrupted build) is never used
+    os.remove(os.path.join(stored, rt.BUILD_FILE))
+    weights.write_bytes(b'weights')
+    assert found() is None
+
+
+def test_unwritable_cache_builds_in_a_temporary_folder(quickstart, tmp_path, log_lines):
+    cfg, model, (inputs, sizes) = quickstart
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('')
+    runtime = rt.build_runtime(model, cfg, engine='paddle', threads=1,
+                               cache_dir=str(blocker / 'cache'))
+    assert runtime.engine == 'paddle'
+    warnings = [line for line in log_lines if 'cannot write the inference cache' in line]
+    assert len(warnings) == 1 and str(blocker / 'cache') in warnings[0]
+    with paddle.no_grad():
+        eager = model.predict(*inputs)
+    assert_same_detections(per_image(runtime(*inputs), sizes), per_image(eager, sizes))
+
+
+def test_failed_build_runs_eager_with_one_line(quickstart, tmp_path, log_lines, monkeypatch):
+    cfg, model, (inputs, _) = quickstart
+
+    def fail(*args, **kwargs):
+        raise ExportError('model.json: paddle2onnx failed (exit code 1): unsupported op')
+
+    monkeypatch.setattr(rt, 'export_model', fail)
+    runtime = rt.build_runtime(model, cfg, engine='onnx' if rt._installed('onnx') else 'paddle',
+                               cache_dir=str(tmp_path))
+    assert isinstance(runtime, EagerDetector)
+    assert sum('unavailable (model.json: paddle2onnx failed' in line for line in log_lines) == 1
+    assert int(runtime(*inputs)['bbox_num'].sum()) > 0
+
+
+def test_auto_takes_the_fastest_installed_engine(monkeypatch):
+    installed = {'eager', 'paddle', 'onnx'}
+    monkeypatch.setattr(rt, '_installed', lambda engine: engine in installed)
+    assert rt.resolve_engine('auto') == ['onnx', 'paddle', 'eager']
+    installed.remove('onnx')
+    assert rt.resolve_engine('auto') == ['paddle', 'eager']
+    with pytest.raises(ConfigError, match='inference_engine onnx needs paddle2onnx'):
+        rt.resolve_engine('onnx')
+    assert rt.resolve_engine('eager') == ['eager']
+
+
+def test_engine_typo_fails_when_the_config_loads(tmp_path):
+    path = tmp_path / 'typo.yml'
+    path.write_text(f"_BASE_: ['{os.path.join(ROOT, 'configs', 'quickstart.yml')}']\n"
+                    "inference_engine: onxx\n")
+    with pytest.raises(ConfigError, match=r'typo.yml: inference_engine must be one of auto, '
+                                          r'eager, paddle, onnx, got .onxx.'):
+        load_config(str(path))
+
+
+def test_model_sections_follow_the_components_the_architecture_names(quickstart):
+    cfg = quickstart[0]
+    sections = rt.model_sections(cfg)
+    assert {'SOLOv2', 'ResNet', 'FPN', 'SOLOv2Head', 'SOLOv2MaskHead', 'MaskMatrixNMS',
+            'num_classes'} <= set(sections)
+    assert not {'TrainReader', 'LearningRate', 'weights', 'epoch'} & set(sections)
+
+
+@pytest.mark.skipif(not rt._installed('onnx'), reason='needs paddle2onnx and onnxruntime')
+def test_runtime_uses_every_usable_core_by_default(quickstart, tmp_path, monkeypatch):
+    import ppdet
+    cfg, model, _ = quickstart
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(ppdet, 'USER_OMP_NUM_THREADS', None)
+    runtime = rt.build_runtime(model, cfg, engine='onnx', cache_dir=str(tmp_path))
+    assert runtime.session.get_session_options().intra_op_num_threads == 3
