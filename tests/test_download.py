@@ -273,7 +273,9 @@ def test_resume_takes_only_a_checkpoint_on_disk():
 def test_two_process_launch_downloads_once(tmp_path, server):
     from ppdet.data import generate_quickstart
     generate_quickstart(os.path.join(ROOT, 'dataset', 'quickstart'))
-    backbone = ResNet(depth=18, freeze_at=-1, freeze_norm=False)
+    # the backbone of configs/quickstart.yml
+    backbone = ResNet(depth=18, num_stages=3, return_idx=[0, 1, 2], freeze_at=-1,
+                      freeze_norm=False)
     server.files['ResNet18_pretrained.pdparams'] = weights_file(backbone, tmp_path / 'r18.pdparams')
     server.delay = 0.01            # about 7 s: the second rank starts while the first downloads
     env = {k: v for k, v in os.environ.items()

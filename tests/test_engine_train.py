@@ -28,7 +28,7 @@ MaskMatrixNMS: {{update_threshold: 0.0, pre_nms_top_n: 50, post_nms_top_n: 20}}
 TrainDataset: {{sample_num: 8}}
 EvalDataset: {{sample_num: 4}}
 LearningRate:
-  base_lr: 0.01
+  base_lr: 0.002
   schedulers:
   - !PiecewiseDecay {{gamma: 0.1, milestones: [1]}}
   - !LinearWarmup {{start_factor: 0.1, steps: 2}}
