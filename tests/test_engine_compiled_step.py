@@ -1,4 +1,5 @@
 """The training step with its forward compiled gives the eager step's losses and parameters."""
+import copy
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ from ppdet.core.config import load_config
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import create
 from ppdet.data import build_dataset, build_loader, generate_quickstart
-from ppdet.engine import TrainStep
+from ppdet.engine import Trainer, TrainStep
 from ppdet.engine.compiled_step import CompiledStep
 
 SIZE = 96
@@ -111,3 +112,16 @@ def test_config_section_chooses_the_forward(tmp_path):
     path.write_text(f"_BASE_: ['{base}']\nCompiledStep: {{enable: true}}\n")
     with pytest.raises(ConfigError, match='enabled'):
         load_config(str(path))
+
+
+def test_the_trainer_steps_through_the_configured_forward(batches, tmp_path, monkeypatch):
+    cfg = copy.deepcopy(batches[0])
+    cfg.update({'save_dir': str(tmp_path), 'max_iters': 1, 'CompiledStep': {'enabled': True}})
+    called = []
+
+    def forward_of(self, model):
+        called.append(self.enabled)
+        return model
+    monkeypatch.setattr(CompiledStep, 'forward_of', forward_of)
+    Trainer(cfg, mode='train').train()
+    assert called == [True]
