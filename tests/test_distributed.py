@@ -19,7 +19,8 @@ RANK_VARIABLES = ('PADDLE_LOCAL_RANK', 'PADDLE_RANK_IN_NODE', 'LOCAL_RANK')
 
 def test_two_processes_download_once_and_train_identical_ranks(tmp_path, weights_server,
                                                                quickstart_data):
-    backbone = ResNet(depth=18, freeze_at=-1, freeze_norm=False)
+    backbone = ResNet(depth=18, num_stages=3, return_idx=[0, 1, 2], freeze_at=-1,
+                      freeze_norm=False)                  # configs/quickstart.yml's
     name = 'ResNet18_pretrained.pdparams'
     weights_server.files[name] = weights_file(backbone, tmp_path / 'r18.pdparams')
     weights_server.delay = 0.01    # about 7 s: the second rank starts while the first downloads

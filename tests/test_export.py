@@ -63,7 +63,7 @@ def test_infer_cfg_records_preprocessing_outputs_and_thresholds(exported):
         cfg = yaml.safe_load(f)
     assert [op['type'] for op in cfg['Preprocess']] == [
         'NormalizeImage', 'Resize', 'Permute', 'PadStride']
-    assert cfg['Preprocess'][1]['target_size'] == [192, 192]
+    assert cfg['Preprocess'][1]['target_size'] == [128, 128]
     assert cfg['Preprocess'][3]['stride'] == 32
     assert cfg['outputs'] == list(OUTPUT_NAMES)
     assert cfg['inputs'] == ['image', 'im_shape', 'scale_factor']
