@@ -12,7 +12,14 @@ Cases, each in its own process so that its peak RSS is its own:
   reference-style implementation (SOLOV2_SPEC 10.3 as the reference writes it: sort, gather
   every mask, full product) measured in the same process on the same input, with a check that
   both keep the same masks with the same scores;
-* one training step (forward, backward, Momentum step) at batch 2, 512x512.
+* one training step (forward, backward, Momentum step) at batch 2, 512x512 (``train``, one
+  thread; ``train-threads``, the toolkit's default thread count): the reference-equivalent run
+  (the reference's network, eager, with MKL's own kernel choice, as PaddleDetection runs on this
+  CPU), the toolkit at those kernels (its own gains alone), at its default kernels (with the
+  MKL selection of ``ppdet.utils.cpuinfo``) and at AVX2 kernels with oneDNN capped at AVX2
+  (an AVX2-only CPU, emulated). The last column divides PERF.md's Zen 2 step (72.0 s, MKL's
+  own kernels there too) by the row's time: on the reference-equivalent row it is the factor
+  that carries this CPU's figures to that AVX2 machine.
 
 Times are medians of ``--repeats`` runs after one warm-up: wall clock, and the process's CPU
 time (steadier when other jobs share the cores). Seeded weights come from the parity fixture
@@ -20,6 +27,7 @@ time (steadier when other jobs share the cores). Seeded weights come from the pa
 are not comparable.
 """
 import argparse
+import datetime
 import json
 import os
 import resource
@@ -263,11 +271,44 @@ def train_batch(batch_size=2, size=512, seed=0):
     return batch
 
 
-def case_train(repeats, threads=1):
+# MKL kernels of each train case: the reference as a user runs it on this CPU (MKL's own
+# choice: its generic path on AMD), the toolkit's choice (ppdet.utils.cpuinfo), AVX2 kernels
+# with oneDNN capped at AVX2 (an AVX2-only CPU emulated here)
+KERNELS = {'mkl-own': {'MKL_DEBUG_CPU_TYPE': ''}, 'toolkit': {},
+           'avx2': {'MKL_DEBUG_CPU_TYPE': '5', 'ONEDNN_MAX_CPU_ISA': 'AVX2'}}
+
+
+def reference_style_fpn_forward(fpn, feats):
+    """The FPN as the reference trains it: paddle's conv-with-bias and nearest interpolate."""
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+    laterals = [nn.Conv2D.forward(conv, f) for conv, f in zip(fpn.lateral_convs, feats)]
+    for i in range(len(laterals) - 1, 0, -1):
+        laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], scale_factor=2.,
+                                                          mode='nearest')
+    outs = [nn.Conv2D.forward(conv, lat) for conv, lat in zip(fpn.fpn_convs, laterals)]
+    for _ in range(fpn.extra_stage):
+        outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
+    return outs
+
+
+def use_reference_ops(model):
+    """Where this toolkit trains with cheaper backward passes (``layers.train_ops``), run the
+    reference's ops instead: the network as the reference trains it."""
+    import types
+    model.neck.forward = types.MethodType(reference_style_fpn_forward, model.neck)
+    model.mask_head._run_tower = lambda tower, x: tower(x)
+
+
+def case_train(repeats, threads=1, kernels='toolkit', network='toolkit'):
+    """One training step (forward, backward, Momentum step) at batch 2, 512x512;
+    ``network='reference'``: see :func:`use_reference_ops`."""
     import paddle
     from ppdet.engine.env import set_cpu_threads
     threads = set_cpu_threads(threads or None)
     model = build_model()
+    if network == 'reference':
+        use_reference_ops(model)
     model.train()
     optimizer = paddle.optimizer.Momentum(
         learning_rate=0.001, momentum=0.9, parameters=model.parameters(),
@@ -280,17 +321,18 @@ def case_train(repeats, threads=1):
         optimizer.step()
         optimizer.clear_grad()
 
-    suffix = f', {threads} threads' if threads > 1 else ''
-    return {f'train step 2x512x512{suffix}': Timer(repeats)(step),
-            f'train step peak RSS (GB){suffix}': peak_rss_gb()}
+    key = f'train step 2x512x512, {network} network, {kernels} kernels, {threads} thread(s)'
+    return {key: Timer(repeats)(step), f'{key} peak RSS (GB)': peak_rss_gb()}
 
 
 CASES = {
     'forward': [('forward', 512, 512, 1), ('forward', 800, 1216, 1)],
     'forward-threads': [('forward', 512, 512, 0), ('forward', 800, 1216, 0)],
     'nms': [('nms', 128, 128), ('nms', 200, 304)],
-    'train': [('train', 1)],
-    'train-threads': [('train', 0)],
+    # the reference-equivalent run first: the ratios of the train table are to it
+    'train': [('train', 1, 'mkl-own', 'reference'), ('train', 1, 'mkl-own', 'toolkit'),
+              ('train', 1, 'toolkit', 'toolkit'), ('train', 1, 'avx2', 'toolkit')],
+    'train-threads': [('train', 0, 'toolkit', 'toolkit'), ('train', 0, 'avx2', 'toolkit')],
 }
 
 
@@ -299,13 +341,39 @@ def run_case(spec, repeats):
         return case_forward(spec[1], spec[2], repeats, threads=spec[3])
     if spec[0] == 'nms':
         return case_nms(spec[1], spec[2], repeats)
-    return case_train(repeats, spec[1])
+    return case_train(repeats, *spec[1:])
+
+
+TRAIN_REFERENCE = 'train step 2x512x512, reference network, mkl-own kernels, 1 thread(s)'
+
+
+def print_train_table(results):
+    """Train steps against the reference-equivalent run of the same benchmark."""
+    rows = [(k, v) for k, v in results.items() if k.startswith('train step') and
+            isinstance(v, list)]
+    if not rows:
+        return
+    ref = results.get(TRAIN_REFERENCE)
+    ref_rss = results.get(TRAIN_REFERENCE + ' peak RSS (GB)')
+    print('\n| train step, batch 2, 512x512 | wall s | CPU s | peak RSS GB | wall vs reference-'
+          'equivalent | PERF.md (Xeon 15.6 s, Zen 2 72.0 s) |')
+    print('| --- | ---: | ---: | ---: | ---: | --- |')
+    for key, (wall, cpu) in rows:
+        rss = results.get(key + ' peak RSS (GB)', 0.)
+        ratio = f'{wall / ref[0]:.2f}x' if ref else ''
+        print(f'| {key[len("train step 2x512x512, "):]} | {wall:.2f} | {cpu:.2f} | {rss:.2f}'
+              f' | {ratio} | Zen 2 / this CPU: {72.0 / wall:.2f} |')
+    if ref:
+        print(f'\nreference-equivalent = the reference network, eager, MKL\'s own kernel choice,'
+              f' one thread (as PaddleDetection runs by default); peak RSS {ref_rss:.2f} GB')
 
 
 def print_table(results):
     print('| what | ours: wall s | ours: CPU s | reference | ratio (wall) | ratio (CPU) |')
     print('| --- | ---: | ---: | ---: | ---: | ---: |')
     for key, value in results.items():
+        if key.startswith('train step'):
+            continue
         if isinstance(value, list):
             ref = REFERENCE.get(key)
             style = results.get('reference-style ' + key)
@@ -338,16 +406,28 @@ def main():
     if args.child:
         print(json.dumps(run_case(json.loads(args.child), args.repeats)))
         return
+    from ppdet.utils.cpuinfo import describe_cpu
+    load_before = os.getloadavg()[0]
     results = {}
     for name in args.cases.split(','):
         for spec in CASES[name]:
+            env = dict(os.environ, **KERNELS[spec[2]]) if spec[0] == 'train' else None
             proc = subprocess.run([sys.executable, __file__, '--repeats', str(args.repeats),
-                                   '--child', json.dumps(spec)], capture_output=True, text=True)
+                                   '--child', json.dumps(spec)], capture_output=True, text=True,
+                                  env=env)
             if proc.returncode:
                 sys.exit(f'benchmark {spec} failed:\n{proc.stderr[-2000:]}')
             results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f'{describe_cpu()}; paddle {paddle_version()}; {datetime.date.today()}; load average '
+          f'before {load_before:.2f}, after {os.getloadavg()[0]:.2f}\n')
     print_table(results)
     print_defaults(results)
+    print_train_table(results)
+
+
+def paddle_version():
+    from importlib.metadata import version
+    return version('paddlepaddle')
 
 
 def print_defaults(results):

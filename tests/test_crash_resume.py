@@ -17,10 +17,12 @@ import time
 import numpy as np
 import pytest
 
+import train as train_script
+from ppdet.utils.cli import run_main
 from ppdet.utils.fileio import load_file, save_file
 
 from conftest import ROOT
-from test_security import Calls
+from fixtures.weight_files import Calls
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
 
@@ -38,14 +40,18 @@ def dataset(tmp_path_factory):
     return folder
 
 
-def train_command(dataset, save_dir, workers, resume=None):
+def train_args(dataset, save_dir, workers, resume=None):
     options = [f'{section}.dataset_dir={dataset}'
                for section in ('TrainDataset', 'EvalDataset', 'TestDataset')]
     options += ['epoch=2', 'log_iter=1', 'seed=7', f'save_dir={save_dir}', f'worker_num={workers}',
                 'TrainReader.batch_size=2', f'TrainReader.sample_transforms={TRANSFORMS}']
-    command = [sys.executable, os.path.join(ROOT, 'train.py'), '-c',
-               os.path.join(ROOT, 'configs', 'quickstart.yml'), '-o', *options]
-    return command + (['-r', resume] if resume else [])
+    args = ['-c', os.path.join(ROOT, 'configs', 'quickstart.yml'), '-o', *options]
+    return args + (['-r', resume] if resume else [])
+
+
+def train_command(dataset, save_dir, workers, resume=None):
+    return [sys.executable, os.path.join(ROOT, 'train.py'),
+            *train_args(dataset, save_dir, workers, resume)]
 
 
 def start(command, cwd):
@@ -119,7 +125,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(dataset, tmp_path):
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'malicious'])
-def test_resume_from_a_bad_checkpoint_is_one_error_line(dataset, tmp_path, damage):
+def test_resume_from_a_bad_checkpoint_is_one_error_line(dataset, tmp_path, damage, monkeypatch,
+                                                        capsys, fresh_logger):
     snapshot = tmp_path / 'snapshot'
     if damage == 'truncated':
         save_file({'w': np.zeros(1000, np.float32)}, str(snapshot) + '.pdparams')
@@ -128,11 +135,13 @@ def test_resume_from_a_bad_checkpoint_is_one_error_line(dataset, tmp_path, damag
     else:
         (tmp_path / 'snapshot.pdparams').write_bytes(pickle.dumps(
             {'w': Calls(os.system, 'touch pwned')}, protocol=4))
-    run = start(train_command(dataset, tmp_path / 'out', workers=0, resume=str(snapshot)),
-                tmp_path)
-    _, err = run.communicate(timeout=120)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        run_main(train_script.main, train_args(dataset, tmp_path / 'out', workers=0,
+                                               resume=str(snapshot)))
+    err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith('error:')]
-    assert run.returncode == 2 and 'Traceback' not in err, err[-3000:]
+    assert stop.value.code == 2 and 'Traceback' not in err, err[-3000:]
     assert len(lines) == 1 and 'snapshot.pdparams' in lines[0], err[-3000:]
     assert ('truncated' if damage == 'truncated' else 'posix.system') in lines[0]
     assert not (tmp_path / 'pwned').exists()

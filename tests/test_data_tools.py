@@ -48,7 +48,7 @@ def test_check_dataset_summarises_a_clean_set(small_set, capsys):
         n = sum(a['category_id'] == k for a in things)
         assert any(line.split() == [name, str(n)] for line in out.splitlines())
     # grid levels follow the head's section of configs/quickstart.yml
-    assert 'level 0  grid 24x24  range [1, 32]' in out and 'level 4  grid 6x6' in out
+    assert 'level 0  grid 16x16  range [1, 32]' in out and 'level 4  grid 4x4' in out
     histogram = [line for line in out.splitlines() if line.strip().startswith('[')]
     assert sum(int(line.split(')')[1].split()[0]) for line in histogram[:8]) == len(things)
 

@@ -6,7 +6,8 @@ import pytest
 from ppdet.core.errors import ConfigError
 from ppdet.engine import Trainer
 from ppdet.engine.env import cpu_threads
-from test_engine_loop import TinyModel, make_cfg
+
+from fixtures.tiny_training import TinyModel, make_cfg
 
 
 def test_config_key_wins_over_environment_and_cores():

@@ -1,16 +1,16 @@
 """The exported quick-start SOLOv2 gives the eager model's results in Paddle Inference (oneDNN
 on) and in onnxruntime, for a batch of two images of different sizes."""
 import os
-import sys
 
-import cv2
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
 import yaml
 
-from conftest import PARITY, ROOT, import_deploy_predictor
+from conftest import ROOT, import_deploy_predictor
+from fixtures.detections import assert_same_detections
+from fixtures.seeded_quickstart import build_quickstart, synthetic_images
 
 from ppdet.core.config import load_config
 from ppdet.core.errors import ExportError
@@ -19,98 +19,8 @@ from ppdet.engine.export import OUTPUT_NAMES, export_model, export_onnx, \
     export_safe_interpolate, infer_config, safe_interpolate
 
 _predictor = import_deploy_predictor()
-Detector, split_batch = _predictor.Detector, _predictor.split_batch
-from preprocess import Preprocessor, collate  # noqa: E402
-
-CATEGORY_BIAS = -3.8   # with the seeded weights: some 20-60 detections per image
-
-
-def seed_weights(model):
-    """Deterministic weights that produce detections (the parity fixtures' seeding where
-    ``../shared`` exists, paddle's initialisers under a fixed seed otherwise)."""
-    if os.path.isdir(PARITY):
-        sys.path.insert(0, PARITY)
-        import seeded_weights
-        seeded_weights.apply_to_layer(model)
-    head = model.solov2_head.solo_cate
-    head.bias.set_value(paddle.full(head.bias.shape, CATEGORY_BIAS))
-
-
-def build_quickstart():
-    import ppdet.modeling  # noqa: F401
-    paddle.seed(0)
-    cfg = load_config(os.path.join(ROOT, 'configs', 'quickstart.yml'))
-    model = create(cfg.architecture, cfg)
-    seed_weights(model)
-    model.eval()
-    return cfg, model
-
-
-def synthetic_images():
-    """Two RGB images of different sizes and aspect ratios with a few solid shapes."""
-    rng = np.random.RandomState(7)
-    images = []
-    for h, w in ((300, 420), (360, 240)):
-        image = (rng.rand(h, w, 3) * 60 + 90).astype(np.uint8)
-        for _ in range(5):
-            x, y = rng.randint(0, w - 60), rng.randint(0, h - 60)
-            colour = tuple(int(c) for c in rng.randint(0, 255, 3))
-            cv2.rectangle(image, (x, y), (x + rng.randint(20, 60), y + rng.randint(20, 60)),
-                          colour, -1)
-            cv2.circle(image, (rng.randint(30, w - 30), rng.randint(30, h - 30)), 25, colour, -1)
-        images.append(image)
-    return images
-
-
-@pytest.fixture(scope='session')
-def exported(tmp_path_factory):
-    """(export folder, eager results per image, the images, packages installed or changed
-    while exporting): ONNX included."""
-    pytest.importorskip('paddle2onnx')
-    cfg, model = build_quickstart()
-    out = str(tmp_path_factory.mktemp('export') / 'quickstart')
-    before = installed_packages()
-    export_model(model, cfg, out, onnx=True)
-    installed_during_export = set(installed_packages().items()) - set(before.items())
-    with open(os.path.join(out, 'infer_cfg.yml')) as f:
-        preprocess = Preprocessor(yaml.safe_load(f)['Preprocess'])
-    images = synthetic_images()
-    samples = [preprocess(image) for image in images]
-    feeds = collate(samples)
-    with paddle.no_grad():
-        eager = model.predict(*(paddle.to_tensor(feeds[k])
-                                for k in ('image', 'im_shape', 'scale_factor')))
-    eager = split_batch({k: v.numpy() for k, v in eager.items()},
-                        [info['orig_hw'] for _, info in samples])
-    return out, eager, images, installed_during_export
-
-
-def installed_packages():
-    from importlib import metadata
-    return {d.metadata['Name']: d.version for d in metadata.distributions()}
-
-
-def by_label_then_score(det):
-    """``det`` reordered by label, then score: detections whose scores tie within round-off
-    (different classes) may come out in either order."""
-    order = np.lexsort((-det['cate_score'], det['cate_label']))
-    return {k: v[order] for k, v in det.items()}
-
-
-def assert_same_detections(mine, ref):
-    assert len(mine) == len(ref)
-    for got, want in zip(mine, ref):
-        assert 10 <= len(want['cate_score']) < 100          # real work, below the cap
-        got, want = by_label_then_score(got), by_label_then_score(want)
-        np.testing.assert_array_equal(got['cate_label'], want['cate_label'])
-        np.testing.assert_allclose(got['cate_score'], want['cate_score'], atol=1e-4)
-        assert got['segm'].shape == want['segm'].shape
-        a, b = got['segm'].astype(bool), want['segm'].astype(bool)
-        inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
-        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-        assert iou.min() >= 0.99
-        np.testing.assert_allclose(got['bbox'][:, 2:], want['bbox'][:, 2:], atol=1.0)
-
+Detector = _predictor.Detector
+from preprocess import collate  # noqa: E402
 
 @pytest.mark.parametrize('backend', ['paddle', 'onnx'])
 def test_exported_batch_matches_eager(exported, backend):
@@ -153,7 +63,7 @@ def test_infer_cfg_records_preprocessing_outputs_and_thresholds(exported):
         cfg = yaml.safe_load(f)
     assert [op['type'] for op in cfg['Preprocess']] == [
         'NormalizeImage', 'Resize', 'Permute', 'PadStride']
-    assert cfg['Preprocess'][1]['target_size'] == [192, 192]
+    assert cfg['Preprocess'][1]['target_size'] == [128, 128]
     assert cfg['Preprocess'][3]['stride'] == 32
     assert cfg['outputs'] == list(OUTPUT_NAMES)
     assert cfg['inputs'] == ['image', 'im_shape', 'scale_factor']

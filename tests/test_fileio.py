@@ -13,43 +13,7 @@ from ppdet.core.errors import CheckpointError, WeightsError
 from ppdet.utils.fileio import TEMP_SUFFIX, load_file, save_file, save_files
 
 from conftest import PARITY, needs_shared
-
-
-def assert_same(got, want):
-    """Same structure, container types, keys (in order), dtypes and values."""
-    assert type(got) is type(want), (type(got), type(want))
-    if isinstance(want, dict):
-        assert list(got) == list(want)
-        for key in want:
-            assert_same(got[key], want[key])
-    elif isinstance(want, (list, tuple)):
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            assert_same(g, w)
-    elif isinstance(want, np.ndarray):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
-    else:
-        assert got == want or (got != got and want != want)  # NaN
-
-
-def tiny_model(seed):
-    paddle.seed(seed)
-    return paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.BatchNorm2D(4),
-                                paddle.nn.Flatten(), paddle.nn.Linear(4 * 6 * 6, 2))
-
-
-def tiny_training_state():
-    """A model, and an optimizer (Momentum, warmup + piecewise LR) after one step."""
-    model = tiny_model(seed=3)
-    schedule = paddle.optimizer.lr.LinearWarmup(
-        paddle.optimizer.lr.PiecewiseDecay([2, 4], [0.01, 0.001, 0.0001]), 3, 0.0, 0.01)
-    optimizer = paddle.optimizer.Momentum(schedule, parameters=model.parameters(),
-                                          weight_decay=paddle.regularizer.L2Decay(1e-4))
-    model(paddle.randn([2, 3, 6, 6])).mean().backward()
-    optimizer.step()
-    schedule.step()
-    return model, optimizer
+from fixtures.weight_files import PY2_PICKLE, assert_same, tiny_model, tiny_training_state
 
 
 def training_objects():
@@ -139,15 +103,6 @@ def test_arrays_that_paddle_split_into_parts_are_joined(tmp_path):
     assert_same(loaded, paddle.load(str(path), return_numpy=True))
     assert sorted(loaded) == ['b', 'w']
     np.testing.assert_array_equal(loaded['w'], whole)
-
-
-# {'w': np.array([1, 2], np.float32)} as Python 2 / paddle 1.x wrote it: protocol 2 with
-# byte strings (opcode U) for the key, the dtype code and the array data.
-PY2_PICKLE = (
-    b'\x80\x02}q\x00U\x01wq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\n'
-    b'q\x03K\x00\x85q\x04U\x01bq\x05\x87q\x06Rq\x07(K\x01K\x02\x85q\x08cnumpy\ndtype\nq\tU\x02f4'
-    b'q\nK\x00K\x01\x87q\x0bRq\x0c(K\x03U\x01<q\rNNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x0e'
-    b'bI00\nU\x08\x00\x00\x80?\x00\x00\x00@q\x0ftq\x10bs.')
 
 
 def test_python2_era_files_load(tmp_path):

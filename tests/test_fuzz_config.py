@@ -13,31 +13,9 @@ from hypothesis import strategies as st
 
 from ppdet.core.config import RUNTIME_KEYS, load_config, merge_overrides
 from ppdet.core.errors import PPDetError
-from ppdet.core.workspace import register, serializable
 
 from conftest import ROOT
-
-
-@register
-class _FuzzHead:
-    __shared__ = ['num_classes']
-    __inject__ = ['loss']
-
-    def __init__(self, num_classes=80, channels=[64, 64], loss=None, use_dcn=False, ratio=0.5,
-                 name_hint='head'):
-        pass
-
-
-@register
-class _FuzzLoss:
-    def __init__(self, weight=1.0):
-        pass
-
-
-@serializable
-class _FuzzSchedule:
-    def __init__(self, gamma=0.1, milestones=[8, 11]):
-        pass
+import fixtures.fuzz_components  # noqa: F401  (registers the _Fuzz* components)
 
 
 KEYS = sorted(RUNTIME_KEYS)[:12] + [
@@ -221,7 +199,7 @@ def test_alias_bombs_and_deep_nesting_neither_hang_nor_crash(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]
-        import test_fuzz_config
+        import fixtures.fuzz_components
         from ppdet.core.config import load_config, merge_overrides
         from ppdet.core.errors import PPDetError
         for path in {paths!r}:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ppdet.core.errors import WeightsError
 from ppdet.utils.fileio import load_file
 
-from test_fileio import PY2_PICKLE, assert_same, tiny_training_state
+from fixtures.weight_files import PY2_PICKLE, assert_same, tiny_training_state
 
 DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, np.generic,
               np.dtype)

@@ -18,7 +18,7 @@ def small_model(num_classes=3):
                                                        out_channels=64))
 
 
-def make_batch(instances, size=256):
+def make_batch(instances, size=128):
     """Images with coloured boxes and their SOLOv2 targets, one positive cell per instance.
 
     ``instances[b]``: list of (level, class, y0, x0, y1, x1) in pixels.
@@ -56,8 +56,8 @@ def make_batch(instances, size=256):
             'fg_num': paddle.to_tensor([len(boxes) for boxes in instances], 'int64')}
 
 
-INSTANCES = [[(0, 0, 20, 30, 60, 80), (2, 1, 100, 90, 200, 190), (1, 2, 40, 150, 110, 230)],
-             [(3, 0, 60, 20, 250, 180)]]
+INSTANCES = [[(0, 0, 10, 15, 30, 40), (2, 1, 50, 45, 100, 95), (1, 2, 20, 75, 55, 115)],
+             [(3, 0, 30, 10, 125, 90)]]
 
 
 def test_loss_halves_when_overfitting_one_batch():
@@ -66,7 +66,7 @@ def test_loss_halves_when_overfitting_one_batch():
     optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
     model.train()
     losses = []
-    for _ in range(50):
+    for _ in range(20):
         loss = model(batch)['loss']
         loss.backward()
         optimizer.step()

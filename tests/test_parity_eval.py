@@ -3,22 +3,15 @@
 Fixture and tolerances: ../shared/reference/parity/README.md.
 """
 import os
-import sys
 
 import numpy as np
 import paddle
 import pytest
 
-from ppdet.core.workspace import create, load_config
-
-from conftest import PARITY, ROOT
+from conftest import PARITY
+from fixtures.parity import seeded_model, unpack
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(PARITY), reason='../shared is not present')
-
-
-def unpack(bits, shape):
-    shape = tuple(int(s) for s in shape)
-    return np.unpackbits(bits)[:int(np.prod(shape))].reshape(shape)
 
 
 def projection(x):
@@ -26,16 +19,6 @@ def projection(x):
     c = x.shape[1]
     v = np.random.RandomState(20261126 + c).standard_normal(c) / np.sqrt(c)
     return np.einsum('nchw,c->nhw', x, v)
-
-
-def seeded_model(config):
-    sys.path.insert(0, PARITY)
-    import seeded_weights
-    cfg = load_config(os.path.join(ROOT, 'configs', 'solov2', config + '.yml'))
-    model = create(cfg.architecture, cfg)
-    seeded_weights.apply_to_layer(model)
-    model.eval()
-    return model
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, import_deploy_predictor
-from test_export import exported, synthetic_images  # noqa: F401  (session fixture)
+from fixtures.detections import confident_ious
+from fixtures.seeded_quickstart import synthetic_images
 
 pytest.importorskip('onnxruntime.quantization')
 infer = import_deploy_predictor()
@@ -19,7 +20,7 @@ import quantize  # noqa: E402
 
 
 @pytest.fixture(scope='module')
-def int8_dir(exported, tmp_path_factory):  # noqa: F811
+def int8_dir(exported, tmp_path_factory):
     folder = str(tmp_path_factory.mktemp('int8') / 'quickstart_int8')
     images = [image[:, :, ::-1] for image in synthetic_images()]        # BGR, as decoded
     return quantize.quantize(exported[0], images * 2, folder)
@@ -49,14 +50,9 @@ def test_int8_model_runs_in_the_predictor_and_finds_the_float32_detections(expor
     found = confident = 0
     for want, got in zip(fp32, int8):
         assert got['segm'].shape[1:] == want['segm'].shape[1:]
-        flat = got['segm'].reshape(len(got['segm']), -1).astype(bool)
-        for mask, label, score in zip(want['segm'], want['cate_label'], want['cate_score']):
-            if score < 0.5 * want['cate_score'].max():
-                continue
-            confident += 1
-            target = mask.reshape(-1).astype(bool)
-            iou = (flat & target).sum(1) / np.maximum((flat | target).sum(1), 1)
-            found += bool(((got['cate_label'] == label) & (iou >= 0.5)).any())
+        ious = confident_ious(want, got)
+        confident += len(ious)
+        found += sum(iou >= 0.5 for iou in ious)
     assert confident >= 2 and found >= 0.8 * confident
 
 

@@ -2,16 +2,16 @@
 onnxruntime gives the eager model's detections, and its cache of exported programs is rebuilt
 when what it was built from changes."""
 import copy
-import logging
 import os
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import PARITY, ROOT
-from test_export import assert_same_detections, build_quickstart, synthetic_images
-from test_parity_eval import seeded_model, unpack
+from conftest import PARITY, ROOT, import_deploy_predictor
+from fixtures.detections import assert_same_detections
+from fixtures.parity import seeded_model, unpack
+from fixtures.seeded_quickstart import build_quickstart, save_weights, synthetic_images
 
 from ppdet.core.config import load_config, merge_overrides
 from ppdet.core.errors import ConfigError, ExportError
@@ -23,21 +23,6 @@ EXPORTED = ['paddle', pytest.param('onnx', marks=pytest.mark.skipif(
     not rt._installed('onnx'), reason='needs paddle2onnx and onnxruntime'))]
 
 
-@pytest.fixture
-def log_lines():
-    """Messages the ``ppdet`` logger emits meanwhile (whatever handlers it has)."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger('ppdet')
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 @pytest.fixture(scope='module')
 def quickstart():
     """(config, model, (inputs of a batch of two images, their sizes))."""
@@ -47,6 +32,7 @@ def quickstart():
 
 def quickstart_inputs(model, cfg, images=None):
     from ppdet.engine.export import infer_config
+    import_deploy_predictor()          # puts deploy/python, with preprocess, on the path
     from preprocess import Preprocessor, collate
     preprocess = Preprocessor(infer_config(model, cfg)['Preprocess'])
     samples = [preprocess(image) for image in images or synthetic_images()]
@@ -55,19 +41,12 @@ def quickstart_inputs(model, cfg, images=None):
         [info['orig_hw'] for _, info in samples]
 
 
-def save_weights(model, prefix):
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    paddle.save(model.state_dict(), prefix + '.pdparams')
-    return prefix
-
-
 def arrays(outputs):
     return {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in outputs.items()}
 
 
 def per_image(outputs, sizes):
-    from test_export import split_batch
-    return split_batch(arrays(outputs), sizes)
+    return import_deploy_predictor().split_batch(arrays(outputs), sizes)
 
 
 @pytest.mark.parametrize('engine', EXPORTED)
@@ -121,16 +100,16 @@ def test_runtime_matches_the_reference_fixture(engine, tmp_path):
     assert np.where(union > 0, inter / np.maximum(union, 1), 1.0).min() >= 0.99
 
 
-def test_cache_is_reused_then_rebuilt_when_the_weights_change(quickstart, tmp_path, log_lines):
+def test_cache_is_reused_then_rebuilt_when_the_weights_change(quickstart, tmp_path, ppdet_log):
     cfg, model, (inputs, _) = quickstart
     weights = save_weights(model, str(tmp_path / 'run' / 'model_final'))
     folder = str(tmp_path / 'run' / 'model_final.inference' / 'paddle')
 
     def build():
-        log_lines.clear()
+        ppdet_log.clear()
         runtime = rt.build_runtime(model, cfg, weights=weights, engine='paddle', threads=1)
         assert runtime.engine == 'paddle'
-        return runtime, ' '.join(log_lines)
+        return runtime, ' '.join(r.getMessage() for r in ppdet_log)
 
     first, log = build()
     assert f'program built in {folder}' in log
@@ -181,21 +160,22 @@ def test_cache_is_stale_when_config_code_or_versions_change(quickstart, tmp_path
     assert found() is None
 
 
-def test_unwritable_cache_builds_in_a_temporary_folder(quickstart, tmp_path, log_lines):
+def test_unwritable_cache_builds_in_a_temporary_folder(quickstart, tmp_path, ppdet_log):
     cfg, model, (inputs, sizes) = quickstart
     blocker = tmp_path / 'not_a_folder'
     blocker.write_text('')
     runtime = rt.build_runtime(model, cfg, engine='paddle', threads=1,
                                cache_dir=str(blocker / 'cache'))
     assert runtime.engine == 'paddle'
-    warnings = [line for line in log_lines if 'cannot write the inference cache' in line]
+    warnings = [r.getMessage() for r in ppdet_log
+                if 'cannot write the inference cache' in r.getMessage()]
     assert len(warnings) == 1 and str(blocker / 'cache') in warnings[0]
     with paddle.no_grad():
         eager = model.predict(*inputs)
     assert_same_detections(per_image(runtime(*inputs), sizes), per_image(eager, sizes))
 
 
-def test_failed_build_runs_eager_with_one_line(quickstart, tmp_path, log_lines, monkeypatch):
+def test_failed_build_runs_eager_with_one_line(quickstart, tmp_path, ppdet_log, monkeypatch):
     cfg, model, (inputs, _) = quickstart
 
     def fail(*args, **kwargs):
@@ -205,7 +185,8 @@ def test_failed_build_runs_eager_with_one_line(quickstart, tmp_path, log_lines, 
     runtime = rt.build_runtime(model, cfg, engine='onnx' if rt._installed('onnx') else 'paddle',
                                cache_dir=str(tmp_path))
     assert isinstance(runtime, EagerDetector)
-    assert sum('unavailable (model.json: paddle2onnx failed' in line for line in log_lines) == 1
+    assert sum('unavailable (model.json: paddle2onnx failed' in r.getMessage()
+               for r in ppdet_log) == 1
     assert int(runtime(*inputs)['bbox_num'].sum()) > 0
 
 

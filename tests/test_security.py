@@ -1,5 +1,4 @@
 """A weights file cannot run code: crafted pickles are refused before anything happens."""
-import builtins
 import os
 import pickle
 import re
@@ -12,26 +11,7 @@ from ppdet.core.errors import WeightsError
 from ppdet.utils.fileio import load_file
 
 from conftest import ROOT
-
-
-class CreatesFile:
-    """Unpickling this calls open(path, 'w'): the file appears."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return builtins.open, (self.path, 'w')
-
-
-class Calls:
-    """Unpickling this calls ``function(*args)``."""
-
-    def __init__(self, function, *args):
-        self.function, self.args = function, args
-
-    def __reduce__(self):
-        return self.function, self.args
+from fixtures.weight_files import Calls, CreatesFile
 
 
 def refused(path, forbidden):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from benchmarks.bench_data import reference_targets
+from fixtures.reference_targets import reference_targets
 from ppdet.data.transforms.solov2_target import Gt2Solov2Target, downsample_masks, mass_centres
 
 GRIDS = [24, 16, 12, 8, 6]

@@ -6,19 +6,15 @@ import zlib
 import numpy as np
 import pytest
 
-from benchmarks.bench_data import reference_targets
+from fixtures.reference_targets import reference_targets
 from conftest import PARITY, SHARED_DATA, needs_shared
+from fixtures.parity import unpack
 from ppdet.data import COCODataSet, TrainReader
 from ppdet.data.transforms import build_transforms
 
 pytestmark = needs_shared
 
 FIELDS = ['image', 'gt_bbox', 'gt_class', 'gt_poly', 'is_crowd']
-
-
-def unpack(bits, shape):
-    shape = tuple(int(s) for s in shape)
-    return np.unpackbits(bits)[:int(np.prod(shape))].reshape(shape)
 
 
 def assert_same(mine, ref):

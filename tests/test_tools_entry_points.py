@@ -15,10 +15,8 @@ def run(args, cwd):
     return proc.stdout + proc.stderr
 
 
-def test_tools_scripts_train_evaluate_infer_and_export(tmp_path):
-    from ppdet.data.source import generate_quickstart
-    data = tmp_path / 'quickstart'
-    generate_quickstart(str(data), num_train=8, num_val=2)
+def test_tools_scripts_train_evaluate_infer_and_export(tmp_path, quickstart_data):
+    data = quickstart_data
     opts = ['-o', 'worker_num=0', f'save_dir={tmp_path / "out"}',
             'SOLOv2Head.score_threshold=0.0', 'MaskMatrixNMS.update_threshold=0.0',
             *(f'{s}.dataset_dir={data}' for s in ('TrainDataset', 'EvalDataset', 'TestDataset'))]

@@ -1,34 +1,22 @@
 """``train.py --use_vdl --eval``: VisualDL's own reader finds the loss, the learning rate and
-the AP of every evaluation, as metrics.jsonl records them."""
-import json
+the AP of every evaluation, as metrics.jsonl records them (the session's tiny quick-start run
+trains with ``--use_vdl``)."""
 import os
 
 import pytest
 from visualdl import LogReader
 
-import train as train_script
-from ppdet.utils.cli import run_main
-
-from conftest import ROOT
-
-pytestmark = pytest.mark.usefixtures('fresh_logger')
+from fixtures.quickstart_run import metric_rows
 
 
-def test_use_vdl_writes_loss_lr_and_the_ap_of_every_evaluation(tmp_path):
-    vdl_dir = tmp_path / 'vdl'
-    run_main(train_script.main, [
-        '-c', os.path.join(ROOT, 'configs/quickstart.yml'), '--eval', '--use_vdl',
-        '--vdl_log_dir', str(vdl_dir), '-o', f'save_dir={tmp_path / "out"}', 'epoch=2',
-        'log_iter=1', 'worker_num=0', 'TrainDataset.sample_num=8', 'EvalDataset.sample_num=2',
-        'SOLOv2Head.score_threshold=0.0', 'MaskMatrixNMS.update_threshold=0.0'])
-    with open(tmp_path / 'out' / 'quickstart' / 'metrics.jsonl') as f:
-        rows = [json.loads(line) for line in f]
-    train = [r for r in rows if r['type'] == 'train']
-    evals = [r for r in rows if r['type'] == 'eval']
+def test_use_vdl_writes_loss_lr_and_the_ap_of_every_evaluation(trained_quickstart):
+    run = trained_quickstart
+    train = metric_rows(run.out / 'metrics.jsonl', 'train')
+    evals = metric_rows(run.out / 'metrics.jsonl', 'eval')
     assert len(train) == 4 and len(evals) == 2          # 2 epochs of 2 steps, logged each step
 
-    (log_file,) = os.listdir(vdl_dir)
-    reader = LogReader(file_path=str(vdl_dir / log_file))
+    (log_file,) = os.listdir(run.vdl_dir)
+    reader = LogReader(file_path=str(run.vdl_dir / log_file))
 
     def scalars(tag):
         return [(r.id, r.value) for r in reader.get_data('scalar', tag)]

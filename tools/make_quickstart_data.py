@@ -19,7 +19,7 @@ def main(argv):
     parser.add_argument('--out', default='dataset/quickstart', help='dataset folder to create')
     parser.add_argument('--train', type=int, default=300, help='training images')
     parser.add_argument('--val', type=int, default=50, help='validation images')
-    parser.add_argument('--size', type=int, default=256, help='image side in pixels')
+    parser.add_argument('--size', type=int, default=128, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--debug', action='store_true', help='show tracebacks')
     args = parser.parse_args(argv)

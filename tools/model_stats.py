@@ -115,7 +115,9 @@ def count_flops(model, input_hw):
         return hook
 
     for module_name, layer in _leaf_layers(model):
-        counter = FLOP_COUNTERS.get(type(layer))
+        # a subclass of a counted layer (e.g. a conv with its own training path) counts like it
+        counter = next((FLOP_COUNTERS[c] for c in type(layer).__mro__ if c in FLOP_COUNTERS),
+                       None)
         if counter is not None:
             handles.append(layer.register_forward_post_hook(hook_for(module_name, counter)))
         elif not isinstance(layer, ZERO_COST):

@@ -136,7 +136,8 @@ class Trainer:
         model.train()
         eval_loader = self.build_loader(self.cfg, 'eval') if validate else None
         loop = TrainingLoop(
-            TrainStep(model, self.optimizer, self.schedule, self.ema, self.amp), self.loader,
+            TrainStep(create('CompiledStep', self.cfg).forward_of(model), self.optimizer,
+                      self.schedule, self.ema, self.amp), self.loader,
             self.plan, self._hooks(validate), self.checkpointer.evaluated_weights,
             evaluate=(lambda: self._evaluate(eval_loader)) if validate else None,
             sync=self._average_buffers if self.world_size > 1 else None)

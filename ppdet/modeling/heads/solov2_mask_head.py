@@ -6,6 +6,7 @@ from paddle.nn.initializer import Normal
 from ppdet.core.workspace import register
 from ..layers.conv_norm import ConvNormLayer
 from ..layers.coord_conv import add_coord_channels
+from ..layers.train_ops import upsample_bilinear_2x
 
 __all__ = ['SOLOv2MaskHead']
 
@@ -49,6 +50,14 @@ class SOLOv2MaskHead(nn.Layer):
     def from_config(cls, cfg, input_shape=None):
         return {'in_channels': input_shape[0].channels} if input_shape else {}
 
+    def _run_tower(self, tower, x):
+        """The tower's layers in order; in training its x2 upsamplings take the cheaper backward
+        pass of ``layers.train_ops`` (evaluation and export keep paddle's interpolate op)."""
+        for layer in tower.children():
+            fast = self.training and isinstance(layer, nn.Upsample)
+            x = upsample_bilinear_2x(x) if fast else layer(x)
+        return x
+
     def forward(self, feats):
         """``feats``: FPN maps (finest first) -> mask features ``[B, out_channels, H/4, W/4]``."""
         merged = None
@@ -56,6 +65,6 @@ class SOLOv2MaskHead(nn.Layer):
             x = feats[i]
             if i == self.end_level and i > 0:
                 x = add_coord_channels(x)
-            x = tower(x)
+            x = self._run_tower(tower, x)
             merged = x if merged is None else merged + x
         return F.relu(self.conv_pred(merged))

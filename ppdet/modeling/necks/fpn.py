@@ -6,17 +6,30 @@ from paddle.nn.initializer import Constant, XavierUniform
 
 from ppdet.core.errors import ConfigError
 from ppdet.core.workspace import register
+from ..layers.train_ops import add_channel_bias, upsample_nearest_2x
 from ..shape_spec import ShapeSpec
 
 __all__ = ['FPN']
 
 
-def _conv(ch_in, ch_out, kernel_size):
-    """Conv with bias; Xavier-uniform whose fan-out equals its fan-in (as the reference)."""
-    return nn.Conv2D(ch_in, ch_out, kernel_size, padding=(kernel_size - 1) // 2,
-                     weight_attr=ParamAttr(initializer=XavierUniform(
-                         fan_out=ch_in * kernel_size * kernel_size)),
-                     bias_attr=ParamAttr(initializer=Constant(0.)))
+class _Conv(nn.Conv2D):
+    """Conv with bias; Xavier-uniform whose fan-out equals its fan-in (as the reference).
+
+    Training adds the bias with a cheaper gradient (``layers.train_ops``); evaluation and
+    export keep paddle's own ops."""
+
+    def __init__(self, ch_in, ch_out, kernel_size):
+        super().__init__(ch_in, ch_out, kernel_size, padding=(kernel_size - 1) // 2,
+                         weight_attr=ParamAttr(initializer=XavierUniform(
+                             fan_out=ch_in * kernel_size * kernel_size)),
+                         bias_attr=ParamAttr(initializer=Constant(0.)))
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        y = F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
+                     self._groups)
+        return add_channel_bias(y, self.bias)
 
 
 @register
@@ -45,9 +58,9 @@ class FPN(nn.Layer):
         for i, ch_in in enumerate(in_channels):
             stage = i + 2
             lateral = f'fpn_inner_res{stage}_sum' + ('' if i == last else '_lateral')
-            self.lateral_convs.append(self.add_sublayer(lateral, _conv(ch_in, out_channel, 1)))
+            self.lateral_convs.append(self.add_sublayer(lateral, _Conv(ch_in, out_channel, 1)))
             self.fpn_convs.append(self.add_sublayer(f'fpn_res{stage}_sum',
-                                                    _conv(out_channel, out_channel, 3)))
+                                                    _Conv(out_channel, out_channel, 3)))
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
@@ -63,8 +76,9 @@ class FPN(nn.Layer):
     def forward(self, feats):
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], scale_factor=2., mode='nearest')
+            up = upsample_nearest_2x(laterals[i]) if self.training else \
+                F.interpolate(laterals[i], scale_factor=2., mode='nearest')
+            laterals[i - 1] = laterals[i - 1] + up
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
         for _ in range(self.extra_stage):
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
