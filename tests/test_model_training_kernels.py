@@ -4,7 +4,8 @@ import paddle
 import paddle.nn.functional as F
 
 from ppdet.modeling import SOLOv2MaskHead
-from ppdet.modeling.layers.train_ops import upsample_bilinear_2x, upsample_nearest_2x
+from ppdet.modeling.layers.train_ops import add_channel_bias, upsample_bilinear_2x, \
+    upsample_nearest_2x
 from ppdet.modeling.necks.fpn import FPN
 
 
@@ -44,6 +45,26 @@ def test_bilinear_upsample_matches_interpolate():
             t, scale_factor=2, mode='bilinear', align_corners=False), [x], upstream)
         np.testing.assert_array_equal(ours, theirs)
         np.testing.assert_allclose(our_grad, their_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_bias_matches_broadcast_add_and_allows_a_frozen_side():
+    rng = np.random.RandomState(1)
+    x = leaf(rng.standard_normal((2, 3, 4, 5)).astype('float32'))
+    bias = leaf(rng.standard_normal(3).astype('float32'))
+    upstream = paddle.to_tensor(rng.standard_normal((2, 3, 4, 5)).astype('float32'))
+    ours, our_grads = grads_of(add_channel_bias, [x, bias], upstream)
+    theirs, their_grads = grads_of(lambda t, b: t + b.reshape([1, -1, 1, 1]), [x, bias],
+                                   upstream)
+    np.testing.assert_array_equal(ours, theirs)
+    for mine, want in zip(our_grads, their_grads):
+        np.testing.assert_allclose(mine, want, rtol=1e-5, atol=1e-5)
+    for frozen, other in ((bias, x), (x, bias)):      # a frozen layer's bias, a frozen input
+        frozen.stop_gradient = True
+        other.clear_gradient()
+        add_channel_bias(x, bias).backward(upstream)
+        np.testing.assert_allclose(other.grad.numpy(), their_grads[0 if other is x else 1],
+                                   rtol=1e-5, atol=1e-5)
+        frozen.stop_gradient = False
 
 
 def train_and_eval_paths(layer, feats):

@@ -17,11 +17,15 @@ class _ChannelBias(PyLayer):
 
     @staticmethod
     def forward(ctx, x, bias):
+        ctx.wanted = (not x.stop_gradient, not bias.stop_gradient)
         return (x.reshape([0, 0, -1]) + bias.reshape([1, -1, 1])).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, grad.reshape([0, 0, -1]).sum(axis=2).sum(axis=0)
+        # paddle refuses a gradient for an input that does not require one (a frozen bias)
+        x_wanted, bias_wanted = ctx.wanted
+        return (grad if x_wanted else None,
+                grad.reshape([0, 0, -1]).sum(axis=2).sum(axis=0) if bias_wanted else None)
 
 
 def add_channel_bias(x, bias):
