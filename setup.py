@@ -19,7 +19,7 @@ setup(
     python_requires='>=3.9',
     install_requires=requirements('requirements.txt'),
     extras_require={
-        'dev': ['pytest>=7.4', 'hypothesis>=6.80', 'visualdl>=2.5'],
+        'dev': ['pytest>=7.4', 'pytest-xdist>=3.5', 'hypothesis>=6.80', 'visualdl>=2.5'],
         'export': ['paddle2onnx>=2.0', 'onnxruntime>=1.18', 'ml_dtypes>=0.5,<0.6'],
     },
 )

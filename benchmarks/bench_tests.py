@@ -4,15 +4,17 @@ and the Python interpreters it starts.
     python benchmarks/bench_tests.py [--tree PATH ...] [--runs 1] [--top 25] [--tests tests]
 
 Each tree (default: this repository; give another checkout to compare with, e.g. one made by
-``git worktree add /tmp/before COMMIT``) runs ``python -m pytest -q tests`` in a child process,
-the trees taking turns ``--runs`` times, with two probes on the child's path: a pytest plugin
-that records each test's wall time and CPU time (its own process and the children it waited
-for), and a ``sitecustomize`` that notes every interpreter started and whether it imported
+``git worktree add /tmp/before COMMIT``) runs its README's test command (``python -m pytest``
+with that README's options, e.g. ``-q -n 2``) in a child process, the trees taking turns
+``--runs`` times, with two probes on the child's path: a pytest plugin that records each test's
+wall time and CPU time (its own process and the children it waited for; in each pytest-xdist
+worker), and a ``sitecustomize`` that notes every interpreter started and whether it imported
 paddle (an interpreter killed by a test or started with another ``PYTHONPATH`` is not seen
 exiting, or not at all). CPU time is steadier than wall time when other jobs share the cores;
 both are given, with the load average before and after each run.
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -45,8 +47,9 @@ PLUGIN = textwrap.dedent('''
         _TESTS[item.nodeid] = (time.perf_counter() - wall, _cpu() - cpu)
 
     def pytest_sessionfinish(session):
-        with open(os.environ['BENCH_TESTS_OUT'], 'w') as f:
-            json.dump(_TESTS, f)
+        if _TESTS:                      # a pytest-xdist controller runs no test itself
+            with open(f"{os.environ['BENCH_TESTS_OUT']}.{os.getpid()}", 'w') as f:
+                json.dump(_TESTS, f)
 ''')
 
 SITECUSTOMIZE = textwrap.dedent('''
@@ -73,25 +76,36 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
+def readme_pytest_options(tree):
+    """The options of the ``python -m pytest`` command in ``tree``'s README, without its test
+    paths (``-q`` where the README has none)."""
+    with open(os.path.join(tree, 'README.md')) as f:
+        match = re.search(r'python -m pytest((?: -\w+(?: \d+)?)*)', f.read())
+    return match.group(1).split() if match else ['-q']
+
+
 def run_suite(tree, probes, tests):
     """One run of the test command in ``tree``: a dict of its figures."""
     out, log = os.path.join(probes, 'tests.json'), os.path.join(probes, 'interpreters.log')
-    for path in (out, log):
+    for path in glob.glob(out + '.*') + [log]:
         if os.path.exists(path):
             os.remove(path)
+    options = readme_pytest_options(tree)
     env = dict(os.environ, BENCH_TESTS_OUT=out, BENCH_TESTS_INTERPRETERS=log,
                PYTHONPATH=os.pathsep.join(filter(None, [probes, os.environ.get('PYTHONPATH')])))
     load_before, wall, cpu = load_average(), time.perf_counter(), children_cpu()
-    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', *tests, '-p', 'suite_probe'],
+    proc = subprocess.run([sys.executable, '-m', 'pytest', *options, *tests, '-p', 'suite_probe'],
                           cwd=tree, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - wall, children_cpu() - cpu
     summary = next((line.strip('= ') for line in reversed(proc.stdout.splitlines())
                     if re.search(r'\d+ (passed|failed)', line)), f'exit code {proc.returncode}')
     with open(log) as f:
         events = [line.split() for line in f]
-    with open(out) as f:
-        tests = json.load(f)
-    return {'tree': tree, 'summary': re.sub(r' in [\d.]+s.*', '', summary), 'wall': wall,
+    tests = {}
+    for path in glob.glob(out + '.*'):
+        with open(path) as f:
+            tests.update(json.load(f))
+    return {'tree': tree, 'options': ' '.join(options), 'summary': re.sub(r' in [\d.]+s.*', '', summary), 'wall': wall,
             'cpu': cpu, 'load': f'{load_before} -> {load_average()}', 'tests': tests,
             # the pytest process itself is not counted
             'interpreters': sum(e[0] == 'start' for e in events) - 1,
@@ -103,11 +117,11 @@ def print_tables(runs, top):
     import paddle
     print(f'test suite, {time.strftime("%Y-%m-%d %H:%M")}, {describe_cpu(os.cpu_count())}, '
           f'paddle {paddle.__version__}')
-    print(f'{"tree":<32} {"result":<32} {"wall s":>7} {"CPU s":>7} {"interpreters":>12} '
-          f'{"(paddle)":>8}  load 1/5/15 min')
+    print(f'{"tree":<32} {"options":<8} {"result":<32} {"wall s":>7} {"CPU s":>7} '
+          f'{"interpreters":>12} {"(paddle)":>8}  load 1/5/15 min')
     for r in runs:
-        print(f'{r["tree"][-32:]:<32} {r["summary"][:32]:<32} {r["wall"]:7.1f} {r["cpu"]:7.1f} '
-              f'{r["interpreters"]:12d} {r["paddle"]:8d}  {r["load"]}')
+        print(f'{r["tree"][-32:]:<32} {r["options"]:<8} {r["summary"][:32]:<32} {r["wall"]:7.1f} '
+              f'{r["cpu"]:7.1f} {r["interpreters"]:12d} {r["paddle"]:8d}  {r["load"]}')
     trees = list(dict.fromkeys(r['tree'] for r in runs))
     if len(trees) > 1:
         first, *others = [[r for r in runs if r['tree'] == t] for t in trees]

@@ -76,6 +76,7 @@ def test_published_format_weights_by_address_predict_like_the_same_file_by_path(
             '-c', os.path.join(ROOT, 'configs/solov2/solov2_r50_fpn_1x_coco.yml'),
             '-w', weights, '--infer_img', os.path.join(PARITY, '000000014439.jpg'),
             '--output_dir', str(out), '--save_results', '--visualize', 'false',
+            '--engine', 'eager',      # the weights, not an export of them, are under test
             '-o', f'TestReader.sample_transforms={test_ops}'])
         return json.loads((out / 'segm.json').read_text())
 

@@ -17,7 +17,7 @@ def run(args, cwd):
 
 def test_tools_scripts_train_evaluate_infer_and_export(tmp_path, quickstart_data):
     data = quickstart_data
-    opts = ['-o', 'worker_num=0', f'save_dir={tmp_path / "out"}',
+    opts = ['-o', 'worker_num=0', f'save_dir={tmp_path / "out"}', 'inference_engine=eager',
             'SOLOv2Head.score_threshold=0.0', 'MaskMatrixNMS.update_threshold=0.0',
             *(f'{s}.dataset_dir={data}' for s in ('TrainDataset', 'EvalDataset', 'TestDataset'))]
     log = run(['tools/train.py', '-c', 'configs/quickstart.yml', *opts, 'max_iters=2'], ROOT)
