@@ -47,8 +47,8 @@ def import_deploy_predictor():
 
 # ---------------------------------------------------------------------------- the tree
 
-# What Python and pytest themselves leave in the repository; anything else a test wrote
-# there (a generated dataset, an output/ folder) fails the run.
+# What Python and pytest themselves leave in the repository (and pytest-cov's data files);
+# anything else a test wrote there (a generated dataset, an output/ folder) fails the run.
 OWN_LEFTOVERS = {'.git', '.scratch', '.venv', '__pycache__', '.pytest_cache', '.hypothesis'}
 
 
@@ -56,7 +56,7 @@ def _tree_state():
     state = {}
     for folder, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in OWN_LEFTOVERS and not d.endswith('.egg-info')]
-        for name in files:
+        for name in (f for f in files if not f.startswith('.coverage')):
             path = os.path.join(folder, name)
             with contextlib.suppress(OSError):
                 state[os.path.relpath(path, ROOT)] = os.stat(path).st_mtime_ns

@@ -31,6 +31,7 @@ import yaml  # noqa: E402
 
 from ppdet.core.errors import ConfigError, DataError, ExportError  # noqa: E402
 from ppdet.utils.cli import run_main  # noqa: E402
+from flags import str2bool  # noqa: E402  (deploy/python/flags.py)
 
 __all__ = ['quantize', 'calibration_images']
 
@@ -116,14 +117,6 @@ def quantize(model_dir, images, output_dir, reduce_range=True, quant_format='qdq
     with open(os.path.join(output_dir, 'infer_cfg.yml'), 'w') as f:
         yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)
     return output_dir
-
-
-def str2bool(text):
-    if text.lower() in ('true', '1', 'yes'):
-        return True
-    if text.lower() in ('false', '0', 'no'):
-        return False
-    raise argparse.ArgumentTypeError(f'expected True or False, got {text!r}')
 
 
 def main(argv):

@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:    # run through runpy or imported: find the sibling modules
     sys.path.append(HERE)
 
+from flags import str2bool  # noqa: E402
 from preprocess import Preprocessor, collate, decode_image  # noqa: E402
 from visualize import draw_detections, to_records  # noqa: E402
 
@@ -312,14 +313,6 @@ def benchmark(detector, images, warmup, repeats):
 
 
 # --------------------------------------------------------------------------- command line
-
-def str2bool(text):
-    if text.lower() in ('true', '1', 'yes'):
-        return True
-    if text.lower() in ('false', '0', 'no'):
-        return False
-    raise argparse.ArgumentTypeError(f'expected True or False, got {text!r}')
-
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__,
