@@ -40,6 +40,7 @@ def seeded(quickstart_data, tmp_path_factory):
     config = folder / 'seeded.yml'
     config.write_text(f"_BASE_: ['{ROOT}/configs/quickstart.yml']\n"
                       f"worker_num: 0\nsave_dir: {folder / 'out'}\n"
+                      f"TrainDataset: {{dataset_dir: {quickstart_data}}}\n"
                       f"EvalDataset: {{dataset_dir: {quickstart_data}}}\n"
                       f"TestDataset: {{dataset_dir: {quickstart_data}}}\n")
     _, model = build_quickstart()
