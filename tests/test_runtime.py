@@ -198,6 +198,10 @@ def test_auto_takes_the_fastest_installed_engine(monkeypatch):
     assert rt.resolve_engine('auto') == ['paddle', 'eager']
     with pytest.raises(ConfigError, match='inference_engine onnx needs paddle2onnx'):
         rt.resolve_engine('onnx')
+    installed.remove('paddle')
+    with pytest.raises(ConfigError, match='inference_engine paddle needs a paddlepaddle build '
+                                          'with paddle.inference'):
+        rt.resolve_engine('paddle')
     assert rt.resolve_engine('eager') == ['eager']
 
 

@@ -94,8 +94,9 @@ def resolve_engine(engine, device='cpu'):
     if engine == 'auto':
         return [e for e in AUTO_ORDER if _installed(e) and (device == 'cpu' or e == 'eager')]
     if not _installed(engine):
-        raise ConfigError(f'inference_engine {engine} needs paddle2onnx and onnxruntime: '
-                          'pip install -r requirements-export.txt')
+        needs = {'paddle': 'a paddlepaddle build with paddle.inference',
+                 'onnx': 'paddle2onnx and onnxruntime: pip install -r requirements-export.txt'}
+        raise ConfigError(f'inference_engine {engine} needs {needs[engine]}')
     return [engine]
 
 
